@@ -1,0 +1,42 @@
+"""Where compute runs: CUDA when present, else CPU, from the same code path."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: `prefer` if given ('cpu', 'cuda'), else CUDA when available, else CPU.
+
+    The environment variable PRIVACY_AUDIT_DEVICE overrides the automatic choice (useful to force CPU in tests).
+    """
+    choice = prefer or os.environ.get("PRIVACY_AUDIT_DEVICE")
+    if choice:
+        if choice.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {choice!r} was requested but no CUDA GPU is available")
+        return torch.device(choice)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so the same inputs give the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded on `device`, so sampling does not depend on global state."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def describe(device: torch.device) -> str:
+    """A human-readable name for the device, for reports and benchmark tables."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
