@@ -1,0 +1,26 @@
+"""Home: what the dashboard is for and the order of the pages."""
+import streamlit as st
+
+from pages.common import Keys, device_caption
+
+st.title("Privacy audit for recommender systems")
+st.markdown(
+    "Recommenders learn user embeddings that leak attributes users never gave them, such as gender, age or "
+    "occupation. This dashboard **measures** that leakage with attribute-inference attacks and **removes** it "
+    "with unlearning methods, showing the cost in recommendation quality side by side."
+)
+st.markdown(
+    """
+**How to use it**
+1. **Model**: load data (the built-in demo, MovieLens-100K, or your own interactions CSV) and train or load a
+   recommender (BPR-MF, NeuMF, LightGCN).
+2. **Audit**: attack the user embeddings to see how much each attribute leaks, with intervals and a
+   permutation test (or upload embeddings and an attributes table instead).
+3. **Unlearning**: remove one or several attributes with the methods on offer and compare leakage, ranking
+   quality and runtime before and after.
+"""
+)
+active = st.session_state.get(Keys.ACTIVE)
+if active is not None:
+    st.success(f"Working on: {active.dataset.name}, {active.origin}.")
+st.caption(device_caption())

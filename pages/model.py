@@ -1,0 +1,107 @@
+"""Model page: choose data and a recommender, train it (or load a saved one), see data statistics and quality."""
+import pandas as pd
+import streamlit as st
+
+from core.data import DataError, default_ml100k_dir
+from core.models import MODEL_INFO
+from core.training import DEFAULT_LR, TrainConfig
+from pages.common import (
+    DATA_SOURCES, DEMO, MOVIELENS, UPLOAD, Keys, activate_loaded, activate_trained, cached_dataset, cached_split,
+    cached_training, device_caption, progress_callback, ranking_table, save_active,
+)
+
+st.title("Model")
+st.caption("Load interactions, train a recommender or load a saved one, and check its ranking quality.")
+
+# ---------------------------------------------------------------- data
+st.subheader("1. Data")
+source = st.radio("Data source", DATA_SOURCES, horizontal=True, key="model_data_source")
+folder, threshold = "", None
+if source == MOVIELENS:
+    default_folder = default_ml100k_dir()
+    folder = st.text_input("Folder containing u.data and u.user", value=str(default_folder or ""))
+if source == UPLOAD:
+    interactions_file = st.file_uploader("Interactions CSV (user, item[, rating, timestamp])", type=["csv", "tsv", "txt"])
+    attributes_file = st.file_uploader("Attributes CSV (user id + attribute columns), optional", type=["csv", "tsv", "txt"])
+    # uploads go through session state so that a rerun (and a test) sees the same bytes
+    if interactions_file is not None:
+        st.session_state[Keys.UPLOAD_INTERACTIONS] = (interactions_file.name, interactions_file.getvalue())
+    if attributes_file is not None:
+        st.session_state[Keys.UPLOAD_ATTRIBUTES] = (attributes_file.name, attributes_file.getvalue())
+if source != DEMO and st.checkbox("Only ratings at or above a threshold count as interactions"):
+    threshold = st.number_input("Rating threshold", value=4.0, step=0.5)
+
+dataset = None
+try:
+    dataset = cached_dataset(
+        source, folder,
+        st.session_state.get(Keys.UPLOAD_INTERACTIONS) if source == UPLOAD else None,
+        st.session_state.get(Keys.UPLOAD_ATTRIBUTES) if source == UPLOAD else None,
+        threshold,
+    )
+except DataError as error:
+    st.error(f"Could not load the data: {error}")
+
+if dataset is None:
+    st.stop()
+
+split = cached_split(dataset, dataset.fingerprint)
+stats = dataset.statistics()
+columns = st.columns(4)
+columns[0].metric("Users", f"{stats['users']:,}")
+columns[1].metric("Items", f"{stats['items']:,}")
+columns[2].metric("Interactions", f"{stats['interactions']:,}")
+columns[3].metric("Density", f"{stats['density']:.2%}")
+st.caption(
+    f"{dataset.name}: k-core filtered (≥5 interactions per user and item); per-user split 80/10/10 "
+    f"(train {len(split.train):,}, validation {len(split.valid):,}, test {len(split.test):,}). "
+    f"Attributes: {stats['attributes']}."
+)
+
+# ---------------------------------------------------------------- model
+st.subheader("2. Recommender")
+train_tab, load_tab = st.tabs(["Train", "Load a saved model"])
+with train_tab:
+    kind = st.selectbox("Model", list(MODEL_INFO), format_func=lambda k: MODEL_INFO[k].label, key="model_kind")
+    st.caption(MODEL_INFO[kind].description)
+    left, middle, right = st.columns(3)
+    dim = left.selectbox("Embedding size", [16, 32, 64], index=2, key="model_dim")
+    max_epochs = middle.slider("Maximum epochs", 1, 300, 200, key="model_epochs",
+                               help="Training stops earlier when validation NDCG@20 stops improving.")
+    lr = right.select_slider("Learning rate", [5e-4, 1e-3, 2e-3, 5e-3, 1e-2], value=DEFAULT_LR[kind], key="model_lr")
+    config = TrainConfig(dim=dim, lr=lr, max_epochs=max_epochs)
+    if st.button("Train", type="primary", key="train_button"):
+        bar = st.progress(0.0, text="Training…")
+        try:
+            result = cached_training(split, dataset.fingerprint, kind, config, progress=progress_callback(bar))
+        finally:
+            bar.empty()
+        activate_trained(dataset, split, result)
+        st.session_state["last_train_result"] = result
+    result = st.session_state.get("last_train_result")
+    if result is not None and result.model.kind == kind:
+        history = pd.DataFrame(result.history)
+        if "valid NDCG@20" in history:
+            st.line_chart(history.set_index("epoch")[["valid NDCG@20"]], height=180)
+        with st.expander("Save this model"):
+            save_folder = st.text_input("Folder to save to", value=f"models/{dataset.name.replace(' ', '-')}-{kind}")
+            if st.button("Save", key="save_button"):
+                save_active(save_folder, result, dataset)
+                st.success(f"Saved to {save_folder} (weights.safetensors + model.json).")
+with load_tab:
+    load_folder = st.text_input("Folder of a saved model (weights.safetensors + model.json)", key="load_folder")
+    if st.button("Load", key="load_button") and load_folder:
+        try:
+            activate_loaded(dataset, split, load_folder)
+        except DataError as error:
+            st.error(f"Could not load the model: {error}")
+
+# ---------------------------------------------------------------- quality
+active = st.session_state.get(Keys.ACTIVE)
+if active is not None and active.dataset.fingerprint == dataset.fingerprint:
+    st.subheader("3. Recommendation quality")
+    st.caption(f"{active.origin}" + (f", {active.seconds:.1f} s" if active.seconds else ""))
+    st.dataframe(ranking_table(active.test), hide_index=True)
+    st.caption("Full ranking over all items with training and validation items masked; averaged over "
+               f"{active.test.n_users:,} test users. The Audit and Unlearning pages use this model.")
+st.caption(device_caption())
