@@ -131,12 +131,10 @@ def evaluate_sampled(
     first = np.unique(targets[order, 0], return_index=True)[1]
     users, positives = targets[order][first, 0], targets[order][first, 1]
     everything = np.concatenate([split.train, split.valid, split.test])
-    seen = sp.csr_matrix(
-        (np.ones(len(everything), dtype=bool), (everything[:, 0], everything[:, 1])), shape=(split.n_users, split.n_items)
-    )
+    seen_keys = np.unique(everything[:, 0] * split.n_items + everything[:, 1])
     negatives = rng.integers(0, split.n_items, (len(users), n_negatives))
     for _ in range(100):  # resample collisions with seen items, vectorised
-        clash = np.asarray(seen[users[:, None].repeat(n_negatives, 1), negatives]).astype(bool)
+        clash = np.isin(users[:, None] * split.n_items + negatives, seen_keys)
         if not clash.any():
             break
         negatives[clash] = rng.integers(0, split.n_items, int(clash.sum()))

@@ -212,10 +212,10 @@ class LightGCN(Recommender):
             size = self.n_users + self.n_items
             degree = torch.bincount(rows, minlength=size).float().clamp(min=1)
             values = degree[rows].rsqrt() * degree[cols].rsqrt()
-            coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (size, size)).coalesce()
             with warnings.catch_warnings():  # sparse CSR is 'beta' in torch but stable for matmul
                 warnings.simplefilter("ignore", UserWarning)
-                self._adjacency = coo.to_sparse_csr()
+                coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (size, size), check_invariants=True)
+                self._adjacency = coo.coalesce().to_sparse_csr()
         return self._adjacency
 
     def propagate(self, user_layer0: torch.Tensor, item_layer0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
