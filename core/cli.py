@@ -64,7 +64,59 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train]
+def add_audit(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="attribute-inference audit of user embeddings; a release gate",
+        description="Attack the embeddings for each attribute and exit 1 when any attribute leaks past the "
+                    "threshold: an attribute fails the gate when its strongest attacker's AUC is farther from 0.5 "
+                    "than MAX_AUC is (|AUC - 0.5| > MAX_AUC - 0.5, two-sided: AUC 0.35 fails a 0.6 gate too) AND "
+                    "the permutation test finds the leakage significant (p < 0.05). Exit 2 on bad input.")
+    parser.add_argument("--embeddings", required=True, help=".npy, .csv, .parquet or .safetensors (users × dims)")
+    parser.add_argument("--attributes", required=True, help="CSV or Parquet with a user-id column")
+    parser.add_argument("--attribute", action="append", help="attribute column(s) to audit (default: all)")
+    parser.add_argument("--attacker", action="append", help="mlp, xgboost, logreg, majority (default: mlp, xgboost)")
+    parser.add_argument("--protocol", choices=["cv", "shadow"], default="cv")
+    parser.add_argument("--bins", type=int, default=4, help="quantile bins for numeric attributes")
+    parser.add_argument("--permutations", type=int, default=200)
+    parser.add_argument("--max-auc", type=float, default=0.6)
+    parser.add_argument("--report", help="write the full result as JSON here")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=run_audit_command)
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    from .attacks import PROTOCOLS, run_audit
+    from .data import encode_attribute
+    from .uploads import prepare_upload
+
+    upload = prepare_upload(args.embeddings, args.attributes)
+    for warning in upload.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    columns = args.attribute or list(upload.attributes.columns)
+    unknown = [c for c in columns if c not in upload.attributes.columns]
+    if unknown:
+        raise DataError(f"attribute(s) {unknown} not in the attributes file; it has {list(upload.attributes.columns)}")
+    labels = {c: encode_attribute(upload.attributes[c], c, n_bins=args.bins) for c in columns}
+    bar, progress = _progress_bar()
+    with bar:
+        result = run_audit(upload.table, labels, attackers=args.attacker or ("mlp", "xgboost"),
+                           protocol=PROTOCOLS[args.protocol], n_permutations=args.permutations, seed=args.seed,
+                           progress=progress, representation_name=args.embeddings)
+    print(result.to_markdown())
+    if args.report:
+        with open(args.report, "w") as handle:
+            handle.write(result.to_json())
+        print(f"report written to {args.report}")
+    failing = [v for v in result.verdicts if v.leaks and v.leakage > args.max_auc - 0.5]
+    for verdict in failing:
+        print(f"GATE FAILED: {verdict.attribute} leaks (AUC {verdict.auc:.3f}, |AUC - 0.5| = {verdict.leakage:.3f} "
+              f"> {args.max_auc - 0.5:.3f}, p = {verdict.p_value:.3g})")
+    if not failing:
+        print(f"gate passed: no attribute leaks past AUC {args.max_auc} (two-sided)")
+    return 1 if failing else 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,3 +53,18 @@ def demo():
 @pytest.fixture(scope="session")
 def demo_split(demo):
     return split_per_user(demo, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ml100k_bpr(ml100k_split):
+    """BPR-MF (d=64) trained with the default configuration on ML-100K: shared by quality, audit and unlearning tests."""
+    from core.training import train_model
+
+    return train_model("bpr", ml100k_split)
+
+
+@pytest.fixture(scope="session")
+def ml100k_labels(ml100k):
+    from core.data import encode_attribute
+
+    return {column: encode_attribute(ml100k.attributes[column], column) for column in ("gender", "age", "occupation")}

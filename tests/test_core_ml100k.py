@@ -10,8 +10,8 @@ from core.training import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")
-def bpr(ml100k_split):
-    return train_model("bpr", ml100k_split)
+def bpr(ml100k_bpr):
+    return ml100k_bpr
 
 
 def test_bpr_mf_quality(bpr):
