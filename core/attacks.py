@@ -341,7 +341,9 @@ def _vectorised_auc(labels: np.ndarray, scores: np.ndarray, n_classes: int) -> n
         ranks = stats.rankdata(scores[:, :, c], axis=0)
         auc = (np.where(positive, ranks, 0).sum(0) - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
         aucs.append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
-    return np.nanmean(np.stack(aucs), axis=0)
+    stacked = np.stack(aucs)
+    counted = np.isfinite(stacked).sum(0)  # a class can be absent from a small fold: average the others
+    return np.where(counted > 0, np.nansum(stacked, axis=0) / np.maximum(counted, 1), 0.5)
 
 
 # --------------------------------------------------------------------------------------------- results

@@ -4,19 +4,28 @@ Pages stay thin: they collect inputs, call these helpers (which call `core`), an
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from core.attacks import ATTACKERS, AuditResult, run_audit
 from core.checkpoint import load_model, save_model
-from core.data import DataError, InteractionDataset, Split, load_dataset, load_interactions_csv, split_per_user
+from core.data import (
+    DataError, InteractionDataset, Split, encode_attribute, load_dataset, load_interactions_csv, split_per_user,
+)
 from core.device import describe, get_device
 from core.metrics import RankingResult, evaluate_full
 from core.models import MODEL_INFO, Recommender
 from core.training import TrainConfig, TrainResult, train_model
+from core.uploads import UploadedEmbeddings, prepare_upload
+from core.views import group_values, separating_dimensions, umap_2d
 
 
 class Keys:
@@ -26,7 +35,8 @@ class Keys:
     UPLOAD_INTERACTIONS = "upload_interactions"  # (file name, bytes) of an uploaded interactions CSV
     UPLOAD_ATTRIBUTES = "upload_attributes"  # (file name, bytes) of an uploaded attributes CSV, or None
     ACTIVE = "active_model"  # the ActiveModel the other pages work on
-    UPLOADED_EMBEDDINGS = "uploaded_embeddings"  # an audit/unlearning target uploaded instead of a model
+    UPLOAD_EMBEDDINGS = "upload_embeddings"  # (file name, bytes) of uploaded user embeddings
+    UPLOAD_EMBEDDING_ATTRIBUTES = "upload_embedding_attributes"  # (file name, bytes) of their attributes table
     AUDIT_RESULTS = "audit_results"
     UNLEARNING_RUNS = "unlearning_runs"
     RUN_STORE = "run_store"
@@ -144,3 +154,180 @@ def require_model() -> ActiveModel | None:
     if active is None:
         st.info("No model yet: train or load one on the **Model** page first.")
     return active
+
+
+# ---------------------------------------------------------------------------------------------- audit targets
+
+MODEL_TARGET = "Trained model"
+UPLOAD_TARGET = "Upload embeddings"
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """What is attacked: named users × d tables with an attribute table aligned to their rows."""
+
+    key: str  # identifies the tables and attributes, for caching
+    tables: dict  # representation name -> np.ndarray (N × d)
+    attributes: pd.DataFrame
+    active: ActiveModel | None = None  # set when the tables come from the trained model
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [c for c in self.attributes.columns if self.attributes[c].nunique() > 1]
+
+    def labels(self, names: list[str], bins: int) -> dict:
+        return {n: encode_attribute(self.attributes[n], n, n_bins=bins) for n in names}
+
+
+def _digest(*arrays) -> str:
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@st.cache_data(show_spinner="Checking the files…", max_entries=8)
+def cached_upload(embeddings: tuple[str, bytes], attributes: tuple[str, bytes]) -> UploadedEmbeddings:
+    return prepare_upload(embeddings[1], attributes[1], embeddings[0], attributes[0])
+
+
+def audit_target(prefix: str) -> AuditTarget | None:
+    """Widgets to choose what to attack: the trained model's representation(s) or uploaded files."""
+    active = st.session_state.get(Keys.ACTIVE)
+    choices = ([MODEL_TARGET] if active is not None else []) + [UPLOAD_TARGET]
+    source = st.radio("Embeddings to audit", choices, horizontal=True, key=f"{prefix}_source")
+    if source == MODEL_TARGET:
+        representations = {n: t.detach().cpu().numpy() for n, t in active.model.representations().items()}
+        names = list(representations)
+        default = [n for n in names if n not in ("gmf", "mlp")]  # NeuMF: both tables together by default
+        chosen = st.multiselect("Representation(s)", names, default=default, key=f"{prefix}_representations",
+                                help="LightGCN: layer 0 (the parameters) and the propagated embeddings (what scoring "
+                                     "and a serving cache use). NeuMF: both user tables together, or each alone.")
+        if not chosen:
+            st.info("Choose at least one representation.")
+            return None
+        tables = {n: representations[n] for n in chosen}
+        st.caption(f"{active.dataset.name}, {active.origin}: {active.dataset.n_users:,} users.")
+        key = "model:" + _digest(*tables.values()) + ":" + ",".join(chosen)
+        return AuditTarget(key, tables, active.dataset.attributes, active)
+    left, right = st.columns(2)
+    embeddings_file = left.file_uploader("User embeddings (.npy, .csv, .parquet, .safetensors)",
+                                         type=["npy", "csv", "parquet", "safetensors"], key=f"{prefix}_emb_file")
+    attributes_file = right.file_uploader("Attributes (CSV or Parquet with a user-id column)",
+                                          type=["csv", "parquet"], key=f"{prefix}_attr_file")
+    if embeddings_file is not None:
+        st.session_state[Keys.UPLOAD_EMBEDDINGS] = (embeddings_file.name, embeddings_file.getvalue())
+    if attributes_file is not None:
+        st.session_state[Keys.UPLOAD_EMBEDDING_ATTRIBUTES] = (attributes_file.name, attributes_file.getvalue())
+    embeddings = st.session_state.get(Keys.UPLOAD_EMBEDDINGS)
+    attributes = st.session_state.get(Keys.UPLOAD_EMBEDDING_ATTRIBUTES)
+    if embeddings is None or attributes is None:
+        st.info("Upload both files. Embeddings: one row per user (optionally a user_id column). Attributes: a "
+                "user_id column and one column per attribute. Pickled files are never loaded.")
+        return None
+    try:
+        upload = cached_upload(embeddings, attributes)
+    except DataError as error:
+        st.error(f"The files cannot be audited: {error}")
+        return None
+    for warning in upload.warnings:
+        st.warning(warning)
+    st.caption(f"{embeddings[0]}: {upload.table.shape[0]:,} users × {upload.table.shape[1]} dimensions.")
+    key = "upload:" + _digest(upload.table, upload.user_ids)
+    return AuditTarget(key, {Path(embeddings[0]).stem: upload.table}, upload.attributes)
+
+
+@st.cache_resource(show_spinner=False)
+def _audit_store() -> dict:
+    return {}
+
+
+def cached_audit(target: AuditTarget, labels: dict, attackers: tuple, protocol, progress=None) -> dict:
+    """Audit every table of the target once per setting; a page rerun reuses the results."""
+    store = _audit_store()
+    key = (target.key, tuple((n, l.classes) for n, l in labels.items()), attackers, protocol)
+    if key not in store:
+        if len(store) >= 16:
+            store.pop(next(iter(store)))
+        results = {}
+        for i, (name, table) in enumerate(target.tables.items()):
+            def scaled(fraction, message, i=i, name=name):
+                if progress is not None:
+                    progress((i + fraction) / len(target.tables), f"{name}: {message}")
+            results[name] = run_audit(table, labels, attackers=attackers, protocol=protocol, progress=scaled,
+                                      representation_name=name)
+        store[key] = results
+    return store[key]
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+
+
+def verdict_messages(result: AuditResult, prefix: str = "") -> None:
+    for verdict in result.verdicts:
+        (st.error if verdict.leaks else st.success)(prefix + verdict.explanation)
+
+
+def interval_table(results: dict) -> pd.DataFrame:
+    """The audit table a person reads: each metric as 'mean [low, high]', the p-value and the verdict."""
+    frames = []
+    for result in results.values():
+        frame = result.to_frame()
+        shown = frame[["representation", "attribute", "attacker"]].copy()
+        for metric in ("AUC", "accuracy", "balanced accuracy", "macro-F1"):
+            shown[metric] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                             zip(frame[metric], frame[f"{metric} low"], frame[f"{metric} high"])]
+        shown["|AUC − 0.5|"] = frame["|AUC − 0.5|"].round(3)
+        shown["p-value"] = frame["p-value"].round(4)
+        shown["verdict"] = frame["attribute verdict"]
+        shown["seconds"] = frame["seconds"].round(2)
+        frames.append(shown)
+    return pd.concat(frames, ignore_index=True)
+
+
+def roc_figure(result: AuditResult, attribute: str, title: str = "") -> go.Figure:
+    figure = go.Figure()
+    for score in result.scores:
+        if score.attribute == attribute:
+            label = ATTACKERS[score.attacker].label
+            figure.add_scatter(x=score.roc_fpr, y=score.roc_tpr, mode="lines", name=f"{label} (AUC {score.auc:.3f})")
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance")
+    figure.update_layout(title=title, xaxis_title="false-positive rate", yaxis_title="true-positive rate",
+                         height=380, margin={"t": 40, "b": 10})
+    return figure
+
+
+def distribution_figure(tables: dict, labels, k: int = 4) -> go.Figure:
+    """Histograms by group of the k most group-separating dimensions (of the first table), for each stage."""
+    first = next(iter(tables.values()))
+    dims = separating_dimensions(first, labels, k)
+    frame = pd.concat([group_values(t, labels, dims, stage) for stage, t in tables.items()], ignore_index=True)
+    facet_row = "stage" if len(tables) > 1 else None
+    figure = px.histogram(frame, x="value", color="group", facet_col="dimension", facet_row=facet_row,
+                          barmode="overlay", opacity=0.55, histnorm="probability density", nbins=40)
+    figure.update_xaxes(matches=None)
+    figure.update_layout(height=300 * (len(tables) if facet_row else 1), margin={"t": 30, "b": 10})
+    return figure
+
+
+@st.cache_data(show_spinner="Projecting with UMAP…", max_entries=8)
+def cached_umap(table: np.ndarray, max_users: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    return umap_2d(table, max_users=max_users)
+
+
+def umap_figure(tables: dict, labels, max_users: int = 1000) -> go.Figure:
+    """UMAP of each table (same user subsample), coloured by the attribute's group."""
+    groups = np.full(len(labels.mask), "unknown", dtype=object)
+    groups[labels.mask] = np.asarray(labels.classes, dtype=object)[labels.codes]
+    frames = []
+    for stage, table in tables.items():
+        coordinates, index = cached_umap(np.asarray(table), max_users)
+        frames.append(pd.DataFrame({"UMAP 1": coordinates[:, 0], "UMAP 2": coordinates[:, 1],
+                                    "group": groups[index], "stage": stage or "embeddings"}))
+    frame = pd.concat(frames, ignore_index=True)
+    figure = px.scatter(frame, x="UMAP 1", y="UMAP 2", color="group", facet_col="stage" if len(tables) > 1 else None,
+                        opacity=0.7, height=420)
+    figure.update_traces(marker={"size": 4})
+    figure.update_xaxes(matches=None)
+    figure.update_yaxes(matches=None)
+    return figure
