@@ -1,0 +1,82 @@
+"""Audit benchmark: attribute-inference attacks on the demo and on MovieLens-100K (BPR-MF, NeuMF, LightGCN).
+
+Prints tables and writes the "audit" section of bench/RESULTS.md: every attacker's AUC with its interval, the
+verdict and p-value per attribute, time per attacker, and the headline timing of the full default audit (MLP +
+XGBoost, balanced 5-fold CV ×3, permutation test, one binary attribute, 943 × 64) against its 5 s target.
+Usage: python bench/audit.py [--datasets ml-100k demo] [--models bpr neumf lightgcn]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pandas as pd
+from common import table, write_section
+
+from core.attacks import run_audit
+from core.data import default_ml100k_dir, encode_attribute, load_movielens_100k, make_synthetic, split_per_user
+from core.training import train_model
+
+ATTRIBUTES = ("gender", "age", "occupation")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "demo"])
+    parser.add_argument("--models", nargs="+", default=["bpr", "neumf", "lightgcn"])
+    args = parser.parse_args()
+    rows, headline = [], None
+    for name in args.datasets:
+        dataset = make_synthetic() if name == "demo" else load_movielens_100k(default_ml100k_dir())
+        split = split_per_user(dataset, seed=0)
+        labels = {a: encode_attribute(dataset.attributes[a], a) for a in ATTRIBUTES}
+        for kind in args.models:
+            model = train_model(kind, split).model
+            if name == "ml-100k" and kind == "bpr":
+                table_ = model.user_table()
+                run_audit(table_, {"gender": labels["gender"]})  # warm-up (imports, thread pools)
+                times = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    run_audit(table_, {"gender": labels["gender"]})
+                    times.append(time.perf_counter() - start)
+                headline = (statistics.median(times), times)
+            for rep_name, rep in model.representations().items():
+                if kind == "neumf" and rep_name in ("gmf", "mlp"):
+                    continue
+                result = run_audit(rep, labels, attackers=("mlp", "xgboost", "logreg", "majority"),
+                                   representation_name=rep_name)
+                for score in result.scores:
+                    verdict = result.verdict(score.attribute)
+                    auc = score.metrics["AUC"]
+                    rows.append({"dataset": dataset.name, "model": model.label, "representation": rep_name,
+                                 "attribute": score.attribute, "attacker": score.attacker,
+                                 "AUC": f"{auc.mean:.3f} [{auc.low:.3f}, {auc.high:.3f}]",
+                                 "accuracy": round(score.metrics["accuracy"].mean, 3),
+                                 "p-value": None if score.p_value != score.p_value else round(score.p_value, 4),
+                                 "verdict": "leaks" if verdict.leaks else "no significant leakage",
+                                 "seconds": round(score.seconds, 2)})
+                print(pd.DataFrame(rows[-len(result.scores):]).to_string(index=False), flush=True)
+    frame = pd.DataFrame(rows)
+    body = []
+    if headline:
+        median, times = headline
+        body.append(f"**Full default audit** (MLP + XGBoost, balanced 5-fold CV ×3, 200-permutation test, gender, "
+                    f"ML-100K BPR-MF 943 × 64): median {median:.2f} s over 3 runs "
+                    f"({', '.join(f'{t:.2f}' for t in times)}); target < 5 s: "
+                    f"{'met' if median < 5 else 'NOT met'}.")
+    body.append("Protocol: balanced (down-sampled to the smallest class) stratified 5-fold CV repeated 3 times; AUC "
+                "is macro one-vs-rest for age (4 quantile bins of years on ML-100K, 4 buckets on the demo) and "
+                "occupation (21 classes on ML-100K: balancing keeps 7 users per class). Intervals: 95%, "
+                "Nadeau–Bengio corrected. p-values: two-sided |AUC − 0.5| against a 200-shuffle ridge null, "
+                "Bonferroni over the 3 non-baseline attackers. Seconds are per attacker per attribute "
+                "(all 15 folds). Paper (ML-100K NeuMF gender, its own protocol): MLP 0.6465, XGB 0.6356; "
+                "LightGCN 0.6205 / 0.6553.")
+    body.append(table(frame))
+    print(table(frame))
+    write_section("audit", "Audit: attribute leakage of trained models", "\n\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
