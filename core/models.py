@@ -47,6 +47,10 @@ class Recommender(nn.Module):
         """A detached copy of the editable user parameters (N × d')."""
         raise NotImplementedError
 
+    def user_rows(self, users: torch.Tensor) -> torch.Tensor:
+        """The editable table's rows for `users`, differentiable (for in-training unlearning terms)."""
+        raise NotImplementedError
+
     def representations(self, user_table: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every user representation an attacker could see, by name; the first is the editable table."""
         raise NotImplementedError
@@ -93,6 +97,9 @@ class BPRMF(Recommender):
     def user_table(self):
         return self.user_emb.detach().clone()
 
+    def user_rows(self, users):
+        return self.user_emb[users]
+
     def representations(self, user_table=None):
         table = self._check_table(user_table)
         return {"user": (self.user_emb if table is None else table).detach()}
@@ -138,6 +145,9 @@ class NeuMF(Recommender):
 
     def user_table(self):
         return torch.cat([self.gmf_user, self.mlp_user], dim=1).detach().clone()
+
+    def user_rows(self, users):
+        return torch.cat([self.gmf_user[users], self.mlp_user[users]], dim=1)
 
     def representations(self, user_table=None):
         table = self._check_table(user_table)
@@ -239,6 +249,9 @@ class LightGCN(Recommender):
 
     def user_table(self):
         return self.user_emb.detach().clone()
+
+    def user_rows(self, users):
+        return self.user_emb[users]
 
     @torch.no_grad()
     def representations(self, user_table=None):

@@ -72,11 +72,13 @@ def train_model(
     progress: Progress | None = None,
     device: torch.device | None = None,
     loss_hook: Callable[[Recommender, torch.Tensor], torch.Tensor] | None = None,
+    extra_parameters: list[torch.nn.Parameter] | None = None,
 ) -> TrainResult:
     """Train a registered model on `split.train` with BPR and Adam; keep the weights of the best validation
     NDCG@20 and report validation and test metrics for them.
 
-    `loss_hook(model, users)` adds a term to each batch's loss: the in-training unlearning baselines use it.
+    `loss_hook(model, users)` adds a term to each batch's loss and `extra_parameters` (an adversary's, say) are
+    optimised alongside: the in-training unlearning baselines use both.
     """
     config = config or TrainConfig(lr=DEFAULT_LR.get(kind, 5e-3))
     device = device or get_device()
@@ -85,7 +87,7 @@ def train_model(
         kind, split.n_users, split.n_items, train_pairs=split.train, dim=config.dim, l2=config.l2, seed=config.seed,
         **({"n_layers": config.n_layers} if kind == "lightgcn" else {}),
     ).to(device)
-    return fit(model, split, config, progress, device, loss_hook)
+    return fit(model, split, config, progress, device, loss_hook, extra_parameters)
 
 
 def fit(
