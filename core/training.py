@@ -72,13 +72,14 @@ def train_model(
     progress: Progress | None = None,
     device: torch.device | None = None,
     loss_hook: Callable[[Recommender, torch.Tensor], torch.Tensor] | None = None,
-    extra_parameters: list[torch.nn.Parameter] | None = None,
+    extra_parameters: list[torch.nn.Parameter | dict] | None = None,
 ) -> TrainResult:
     """Train a registered model on `split.train` with BPR and Adam; keep the weights of the best validation
     NDCG@20 and report validation and test metrics for them.
 
     `loss_hook(model, users)` adds a term to each batch's loss and `extra_parameters` (an adversary's, say) are
-    optimised alongside: the in-training unlearning baselines use both.
+    optimised alongside (a parameter, or an Adam parameter group dict with its own lr): the in-training
+    unlearning baselines use both.
     """
     config = config or TrainConfig(lr=DEFAULT_LR.get(kind, 5e-3))
     device = device or get_device()
@@ -97,15 +98,16 @@ def fit(
     progress: Progress | None = None,
     device: torch.device | None = None,
     loss_hook: Callable[[Recommender, torch.Tensor], torch.Tensor] | None = None,
-    extra_parameters: list[torch.nn.Parameter] | None = None,
+    extra_parameters: list[torch.nn.Parameter | dict] | None = None,
 ) -> TrainResult:
     """Train an already-built model (fresh or warm-started) with early stopping; see `train_model`."""
     device = device or model.device
     model = model.to(device)
     rng = np.random.default_rng(config.seed)
     shuffle = torch_generator(config.seed)
-    params = list(model.parameters()) + list(extra_parameters or [])
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    groups = [{"params": list(model.parameters())}]
+    groups += [g if isinstance(g, dict) else {"params": [g]} for g in (extra_parameters or [])]
+    optimizer = torch.optim.Adam(groups, lr=config.lr)
     train_csr = split.train_matrix
     pairs = split.train
     history: list[dict[str, float]] = []
