@@ -42,6 +42,7 @@ class UnlearningResult:
     params: dict
     model: Recommender | None = None  # set only by in-training baselines (a retrained model)
     notes: str = ""
+    details: dict = field(default_factory=dict)  # method-specific facts (LEGO: weights, cache use, phase times)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ class D2DR(AttributeUnlearner):
                                   "attribute groups plus a regulariser.")
     tradeoff_field: ClassVar[str | None] = "alpha"
     alpha: float = hp(4.0, "weight of the regulariser (parameter space: ‖θ − θ*‖² per user / variance)", 1e-3, 100.0, True)
-    steps: int = hp(100, "optimisation steps (the step budget in target-driven mode)", 10, 3000)
+    steps: int = hp(100, "optimisation steps, each a pass over the users (the budget in target-driven mode)", 10, 3000)
     lr: float = hp(0.1, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
     regularizer: str = hp("parameter", "'parameter' (‖θ − θ*‖², works without a model) or 'function' (keep each "
                           "user's top-20 order; needs the model)")
@@ -390,6 +391,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
     spread = scale.sqrt() / np.sqrt(original.shape[1])
     labelled = torch.stack([g.onehot.sum(1) > 0 for g in groups]).any(0).nonzero().squeeze(1)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    mini_batched = len(labelled) > config.batch_users
     table = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([table], lr=float(config.lr * spread))
     top = margin = None
@@ -402,21 +404,29 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
     null_corrected = config.estimator == "null-corrected"
     alpha, target_mode = config.alpha, config.target_gap > 0 and labels is not None
     for step in range(steps):
-        if len(labelled) > config.batch_users:
-            pick = torch.randperm(len(labelled), generator=generator)[: config.batch_users].to(labelled.device)
-            batch = labelled[pick]
+        # one step is one pass over the labelled users: a single batch up to `batch_users`, else shuffled
+        # mini-batches (the kernel is only ever batch × batch, so 100,000 users fit in memory)
+        if mini_batched:
+            order = labelled[torch.randperm(len(labelled), generator=generator).to(labelled.device)]
+            batches = list(order.split(config.batch_users))
         else:
-            batch = labelled
-        mmd = multi_kernel_mmd(table[batch], [g.onehot[batch] for g in groups], null_corrected)
-        if function_space:
-            keep = ranking_hinge(model, table, batch, top, margin)
-        else:
-            keep = regulariser(table, original, scale)
-        loss = mmd + alpha * keep
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+            batches = [labelled]
+        pass_loss = 0.0
+        for batch in batches:
+            rows = table[batch]
+            mmd = multi_kernel_mmd(rows, [g.onehot[batch] for g in groups], null_corrected)
+            if function_space:
+                keep = ranking_hinge(model, table, batch, top, margin)
+            elif mini_batched:
+                keep = regulariser(rows, original[batch], scale)
+            else:
+                keep = regulariser(table, original, scale)
+            loss = mmd + alpha * keep
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            pass_loss += float(loss.detach()) / len(batches)
+        history.append(pass_loss)
         if step % 20 == 0:
             _report(progress, step / steps, f"D2D-R step {step}: loss {history[-1]:.4f}")
         if target_mode and (step + 1) % TARGET_PROBE_EVERY == 0:
@@ -457,7 +467,8 @@ class SequentialD2DR(D2DR):
         for i, name in enumerate(names):
             groups = group_codes({name: labels[name]}, len(original), device)
             scaled = (lambda f, m, i=i: _report(progress, (i + f) / len(names), f"{name}: {m}")) if progress else None
-            table, part, _ = d2d_optimise(original, table, groups, self, model, scaled)
+            # each step anchors its regulariser on the previous result, as running D2D-R again would
+            table, part, _ = d2d_optimise(table, table, groups, self, model, scaled)
             history.extend(part)
         return table, history, {}
 
@@ -567,7 +578,9 @@ class LegoStyle(AttributeUnlearner):
 
     def _run(self, original, labels, model, split, progress, device):
         cached_before = sum(self._key(original, n, a) in _CALIBRATION_CACHE for n, a in labels.items())
+        start = time.perf_counter()
         offsets = self.calibrate(original, labels, progress)
+        calibration_seconds = time.perf_counter() - start
         groups = group_codes(labels, len(original), device)
         stacked = torch.stack([offsets[n] for n in labels])  # A × N × d
         scale = total_variance(original)
@@ -597,9 +610,12 @@ class LegoStyle(AttributeUnlearner):
             combined, refine_history, _ = d2d_optimise(original, combined, groups, config, model, None,
                                                        steps=self.refine_steps)
             history.extend(refine_history)
-        notes = (f"combination weights {dict(zip(labels, [round(float(w), 3) for w in weights]))}; "
-                 f"{cached_before} of {len(labels)} calibrations reused from the cache")
-        return combined, history, {"notes": notes}
+        weights_by_name = dict(zip(labels, [round(float(w), 3) for w in weights]))
+        notes = f"combination weights {weights_by_name}; {cached_before} of {len(labels)} calibrations reused from the cache"
+        details = {"weights": weights_by_name, "reused_calibrations": cached_before,
+                   "new_calibrations": len(labels) - cached_before, "calibration_seconds": calibration_seconds,
+                   "combination_seconds": time.perf_counter() - start - calibration_seconds}
+        return combined, history, {"notes": notes, "details": details}
 
 
 def clear_calibration_cache() -> None:

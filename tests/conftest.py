@@ -68,3 +68,18 @@ def ml100k_labels(ml100k):
     from core.data import encode_attribute
 
     return {column: encode_attribute(ml100k.attributes[column], column) for column in ("gender", "age", "occupation")}
+
+
+@pytest.fixture(scope="session")
+def demo_bpr(demo_split):
+    """BPR-MF on the built-in demo with a short budget: enough for its embeddings to leak every attribute."""
+    from core.training import TrainConfig, train_model
+
+    return train_model("bpr", demo_split, TrainConfig(lr=5e-3, max_epochs=15, seed=0))
+
+
+@pytest.fixture(scope="session")
+def demo_labels(demo):
+    from core.data import encode_attribute
+
+    return {column: encode_attribute(demo.attributes[column], column) for column in ("gender", "age", "occupation")}
