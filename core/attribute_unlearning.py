@@ -54,11 +54,12 @@ class HyperParameter:
     low: float | None = None
     high: float | None = None
     log: bool = False
+    choices: tuple = ()
 
 
-def hp(default, help: str, low=None, high=None, log=False):
+def hp(default, help: str, low=None, high=None, log=False, choices=()):
     """A hyper-parameter field: its default and what the UI needs to build a widget for it."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high, "log": log})
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "log": log, "choices": choices})
 
 
 # --------------------------------------------------------------------------------------------- shared maths
@@ -364,9 +365,10 @@ class D2DR(AttributeUnlearner):
     steps: int = hp(100, "optimisation steps, each a pass over the users (the budget in target-driven mode)", 10, 3000)
     lr: float = hp(0.1, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
     regularizer: str = hp("parameter", "'parameter' (‖θ − θ*‖², works without a model) or 'function' (keep each "
-                          "user's top-20 order; needs the model)")
+                          "user's top-20 order; needs the model)", choices=("parameter", "function"))
     estimator: str = hp("null-corrected", "'null-corrected' (stop pushing once groups are as alike as random subsets; "
-                        "avoids over-correction) or 'biased' (the paper's plain MMD²)")
+                        "avoids over-correction) or 'biased' (the paper's plain MMD²)",
+                        choices=("null-corrected", "biased"))
     batch_users: int = hp(4096, "users per step; above this, random mini-batches keep memory bounded", 256, 20000)
     target_gap: float = hp(0.0, "target-driven mode: every 50 steps a quick MLP probe checks |AUC − 0.5|; stop when "
                            "it is ≤ this, else halve α (still leaking) or double it (over-corrected); 0 = off",
@@ -533,7 +535,8 @@ class LegoStyle(AttributeUnlearner):
     tradeoff_field: ClassVar[str | None] = "alpha"
     alpha: float = hp(4.0, "regulariser weight, as in D2D-R", 1e-3, 100.0, True)
     estimator: str = hp("null-corrected", "'null-corrected' (stop pushing once groups are as alike as random subsets; "
-                        "avoids over-correction) or 'biased' (the paper's plain MMD²)")
+                        "avoids over-correction) or 'biased' (the paper's plain MMD²)",
+                        choices=("null-corrected", "biased"))
     calibration_steps: int = hp(100, "steps of each attribute's calibration (cached)", 10, 3000)
     combination_steps: int = hp(30, "steps fitting the combination weights", 0, 500)
     combination_users: int = hp(512, "users sampled per combination step (a few weights need few users)", 64, 20000)
@@ -725,5 +728,5 @@ def hyperparameters(name: str) -> list[HyperParameter]:
     for f in fields(UNLEARNERS[name]):
         meta = f.metadata
         out.append(HyperParameter(f.name, type(f.default), f.default, meta.get("help", ""), meta.get("low"),
-                                  meta.get("high"), meta.get("log", False)))
+                                  meta.get("high"), meta.get("log", False), meta.get("choices", ())))
     return out

@@ -16,11 +16,13 @@ import streamlit as st
 import torch
 
 from core.attacks import ATTACKERS, AuditResult, run_audit
+from core.attribute_unlearning import hyperparameters, make_unlearner
 from core.checkpoint import load_model, save_model
 from core.data import (
     DataError, InteractionDataset, Split, encode_attribute, load_dataset, load_interactions_csv, split_per_user,
 )
 from core.device import describe, get_device
+from core.evaluation import Comparison, evaluate_unlearning
 from core.metrics import RankingResult, evaluate_full
 from core.models import MODEL_INFO, Recommender
 from core.training import TrainConfig, TrainResult, train_model
@@ -210,6 +212,11 @@ def audit_target(prefix: str) -> AuditTarget | None:
         st.caption(f"{active.dataset.name}, {active.origin}: {active.dataset.n_users:,} users.")
         key = "model:" + _digest(*tables.values()) + ":" + ",".join(chosen)
         return AuditTarget(key, tables, active.dataset.attributes, active)
+    return uploaded_target(prefix)
+
+
+def uploaded_target(prefix: str) -> AuditTarget | None:
+    """Widgets to upload user embeddings and their attributes; the checked files as a target, else None."""
     left, right = st.columns(2)
     embeddings_file = left.file_uploader("User embeddings (.npy, .csv, .parquet, .safetensors)",
                                          type=["npy", "csv", "parquet", "safetensors"], key=f"{prefix}_emb_file")
@@ -330,4 +337,121 @@ def umap_figure(tables: dict, labels, max_users: int = 1000) -> go.Figure:
     figure.update_traces(marker={"size": 4})
     figure.update_xaxes(matches=None)
     figure.update_yaxes(matches=None)
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------- unlearning
+
+
+@dataclass(frozen=True)
+class UnlearningSubject:
+    """What unlearning edits: the editable user table, its attributes, and the model when there is one."""
+
+    key: str
+    table: np.ndarray
+    attributes: pd.DataFrame
+    active: ActiveModel | None = None
+
+
+def unlearning_subject(prefix: str) -> UnlearningSubject | None:
+    """Widgets to choose the table to edit: the trained model's user table or uploaded embeddings."""
+    active = st.session_state.get(Keys.ACTIVE)
+    choices = ([MODEL_TARGET] if active is not None else []) + [UPLOAD_TARGET]
+    source = st.radio("Embeddings to edit", choices, horizontal=True, key=f"{prefix}_source")
+    if source == MODEL_TARGET:
+        table = active.model.user_table().cpu().numpy()
+        st.caption(f"{active.dataset.name}, {active.origin}: {active.dataset.n_users:,} users × {table.shape[1]} "
+                   "dimensions (the model's editable user table; items stay untouched).")
+        return UnlearningSubject("model:" + _digest(table), table, active.dataset.attributes, active)
+    target = uploaded_target(prefix)
+    if target is None:
+        return None
+    table = next(iter(target.tables.values()))
+    st.caption("Uploaded embeddings: only methods that need no recommender are offered, and ranking quality "
+               "cannot be measured.")
+    return UnlearningSubject(target.key, table, target.attributes)
+
+
+def _log_grid(low: float, high: float, default: float) -> list[float]:
+    """1-2-5 steps per decade between low and high, with the default included."""
+    values = {float(f"{m * 10.0 ** e:.6g}") for e in range(-6, 7) for m in (1, 2, 5)}
+    return sorted(v for v in values | {float(default)} if low <= v <= high)
+
+
+def hyperparameter_widgets(name: str, prefix: str) -> dict:
+    """One widget per hyper-parameter of a method, defaults pre-set; returns the chosen values."""
+    params = {}
+    for hp in hyperparameters(name):
+        key = f"{prefix}_{name}_{hp.name}"
+        if hp.choices:
+            params[hp.name] = st.selectbox(hp.name, hp.choices, index=hp.choices.index(hp.default), key=key,
+                                           help=hp.help)
+        elif hp.kind is float and hp.log:
+            params[hp.name] = st.select_slider(hp.name, _log_grid(hp.low, hp.high, hp.default), value=hp.default,
+                                               key=key, help=hp.help)
+        elif hp.kind is float:
+            params[hp.name] = st.slider(hp.name, float(hp.low), float(hp.high), float(hp.default), key=key,
+                                        help=hp.help)
+        elif hp.kind is int and hp.low is not None:
+            params[hp.name] = st.slider(hp.name, int(hp.low), int(hp.high), int(hp.default), key=key, help=hp.help)
+        else:
+            params[hp.name] = st.number_input(hp.name, value=hp.default, step=1, key=key, help=hp.help)
+    return params
+
+
+@st.cache_resource(show_spinner=False)
+def _unlearning_store() -> dict:
+    return {}
+
+
+def cached_unlearning(subject: UnlearningSubject, name: str, params: dict, labels: dict, progress=None):
+    """Run a method once per (table, attributes, parameters); a page rerun reuses the result."""
+    store = _unlearning_store()
+    key = (subject.key, name, tuple(sorted(params.items())), tuple((n, l.classes) for n, l in labels.items()))
+    if key not in store:
+        if len(store) >= 32:
+            store.pop(next(iter(store)))
+        active = subject.active
+        store[key] = make_unlearner(name, **params).fit_transform(
+            torch.as_tensor(subject.table), labels, active.model if active else None,
+            active.split if active else None, progress=progress)
+    return store[key]
+
+
+def cached_evaluation(subject: UnlearningSubject, results: list, labels: dict, attackers: tuple, protocol,
+                      progress=None) -> Comparison:
+    """The before/after comparison of `results` with the original table (each evaluated once, then reused)."""
+    store = _unlearning_store()
+    active = subject.active
+    rows = []
+    entries = [None] + list(results)
+    for i, result in enumerate(entries):
+        method = "original" if result is None else (result.method, tuple(sorted(result.params.items())))
+        key = ("evaluation", subject.key, method,
+               tuple((n, l.classes) for n, l in labels.items()), attackers, protocol)
+        if key not in store:
+            def scaled(fraction, message, i=i):
+                if progress is not None:
+                    progress((i + fraction) / len(entries), message)
+            comparison = evaluate_unlearning(
+                torch.as_tensor(subject.table), [] if result is None else [result], labels,
+                active.model if active else None, active.split if active else None, attackers=attackers,
+                protocol=protocol, progress=scaled)
+            store[key] = comparison.rows[-1]
+        rows.append(store[key])
+    return Comparison(tuple(rows))
+
+
+def tradeoff_figure(sweep: pd.DataFrame, original: pd.DataFrame, weight_name: str) -> go.Figure:
+    """Attacker AUC against NDCG@20 over the sweep, one line per attribute and attacker; stars mark the original
+    (both frames have attribute, attacker, AUC and NDCG@20 columns)."""
+    sweep = sweep.assign(series=sweep["attribute"] + " · " + sweep["attacker"])
+    figure = px.line(sweep.sort_values("weight"), x="NDCG@20", y="AUC", color="series", markers=True,
+                     hover_data={"weight": True})
+    for _, row in original.iterrows():
+        figure.add_scatter(x=[row["NDCG@20"]], y=[row["AUC"]], mode="markers", marker={"symbol": "star", "size": 13},
+                           name=f"{row['attribute']} · {row['attacker']} (original)")
+    figure.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
+    figure.update_layout(height=420, margin={"t": 30, "b": 10}, xaxis_title="NDCG@20 (test)",
+                         yaxis_title=f"attacker AUC (sweeping {weight_name})")
     return figure
