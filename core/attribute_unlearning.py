@@ -369,6 +369,9 @@ class D2DR(AttributeUnlearner):
     estimator: str = hp("null-corrected", "'null-corrected' (stop pushing once groups are as alike as random subsets; "
                         "avoids over-correction) or 'biased' (the paper's plain MMD²)",
                         choices=("null-corrected", "biased"))
+    representations: str = hp("all", "'all': also match the groups in representations derived from the table (LightGCN's "
+                              "propagated embeddings, which serving uses; needs the model); 'table': the edited table "
+                              "only", choices=("all", "table"))
     batch_users: int = hp(4096, "users per step; above this, random mini-batches keep memory bounded", 256, 20000)
     target_gap: float = hp(0.0, "target-driven mode: every 50 steps a quick MLP probe checks |AUC − 0.5|; stop when "
                            "it is ≤ this, else halve α (still leaking) or double it (over-corrected); 0 = off",
@@ -404,6 +407,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
             margin = 0.05 * scores.gather(1, top).std()
     history, notes = [], ""
     null_corrected = config.estimator == "null-corrected"
+    derived = model is not None and config.representations == "all" and bool(model.derived_representations(original))
     alpha, target_mode = config.alpha, config.target_gap > 0 and labels is not None
     for step in range(steps):
         # one step is one pass over the labelled users: a single batch up to `batch_users`, else shuffled
@@ -415,12 +419,15 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
             batches = [labelled]
         pass_loss = 0.0
         for batch in batches:
-            rows = table[batch]
-            mmd = multi_kernel_mmd(rows, [g.onehot[batch] for g in groups], null_corrected)
+            onehots = [g.onehot[batch] for g in groups]
+            mmd = multi_kernel_mmd(table[batch], onehots, null_corrected)
+            if derived:
+                for values in model.derived_representations(table).values():
+                    mmd = mmd + multi_kernel_mmd(values[batch], onehots, null_corrected)
             if function_space:
                 keep = ranking_hinge(model, table, batch, top, margin)
             elif mini_batched:
-                keep = regulariser(rows, original[batch], scale)
+                keep = regulariser(table[batch], original[batch], scale)
             else:
                 keep = regulariser(table, original, scale)
             loss = mmd + alpha * keep
@@ -516,7 +523,8 @@ class LinearEraser(AttributeUnlearner):
 
 # --------------------------------------------------------------------------------------------- LEGO-style
 
-_CALIBRATION_CACHE: dict[tuple, torch.Tensor] = {}
+_CALIBRATION_CACHE: dict[tuple, torch.Tensor] = {}  # (table, attribute, settings) -> Δ_a, N × d each
+CALIBRATION_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -576,6 +584,8 @@ class LegoStyle(AttributeUnlearner):
                 if step % 20 == 0:
                     _report(progress, 0.7 * step / self.calibration_steps, f"calibrating {', '.join(missing)}: step {step}")
             for a, name in enumerate(missing):
+                while len(_CALIBRATION_CACHE) >= CALIBRATION_CACHE_SIZE:
+                    _CALIBRATION_CACHE.pop(next(iter(_CALIBRATION_CACHE)))  # oldest first
                 _CALIBRATION_CACHE[keys[name]] = offsets[a].detach().clone()
         return {name: _CALIBRATION_CACHE[keys[name]] for name in labels}
 
@@ -589,8 +599,6 @@ class LegoStyle(AttributeUnlearner):
         scale = total_variance(original)
         raw_weights = torch.zeros(len(labels), device=device, requires_grad=True)  # w = softplus(raw)·c, w0 = 1
         optimizer = torch.optim.Adam([raw_weights], lr=0.05)
-        config = D2DR(alpha=self.alpha, lr=self.lr, batch_users=self.batch_users, seed=self.seed,
-                      estimator=self.estimator)
         labelled = torch.stack([g.onehot.sum(1) > 0 for g in groups]).any(0).nonzero().squeeze(1)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         history = []
@@ -610,6 +618,8 @@ class LegoStyle(AttributeUnlearner):
         combined = original + (weights[:, None, None] * stacked).sum(0)
         _report(progress, 0.9, "refining the combination")
         if self.refine_steps:
+            config = D2DR(alpha=self.alpha, lr=self.lr, batch_users=self.batch_users, seed=self.seed,
+                          estimator=self.estimator)
             combined, refine_history, _ = d2d_optimise(original, combined, groups, config, model, None,
                                                        steps=self.refine_steps)
             history.extend(refine_history)

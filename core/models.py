@@ -55,6 +55,11 @@ class Recommender(nn.Module):
         """Every user representation an attacker could see, by name; the first is the editable table."""
         raise NotImplementedError
 
+    def derived_representations(self, user_table: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Representations computed from the table that are not slices of it (LightGCN: propagated), differentiable
+        in `user_table`, so attribute unlearning can clean what is served as well as what is stored."""
+        return {}
+
     def scorer(self, user_table: torch.Tensor | None = None) -> Scorer:
         """Score all items for a batch of user indices (B × M). The model's own parameters are detached, so
         gradients flow only into an edited `user_table` (the function-space regulariser needs that)."""
@@ -257,8 +262,10 @@ class LightGCN(Recommender):
     def representations(self, user_table=None):
         table = self._check_table(user_table)
         table = self.user_emb.detach() if table is None else table
-        propagated, _ = self.propagate(table, self.item_emb.detach())
-        return {"layer0": table, "propagated": propagated}
+        return {"layer0": table, **self.derived_representations(table)}
+
+    def derived_representations(self, user_table):
+        return {"propagated": self.propagate(user_table, self.item_emb.detach())[0]}
 
     def scorer(self, user_table=None):
         table = self._check_table(user_table)

@@ -291,3 +291,22 @@ def test_in_training_baselines_retrain_end_to_end_on_the_demo(name, demo_bpr, de
     if name == "int_retrain":
         after = run_audit(result.table, labels, attackers=("mlp",), n_permutations=0).auc("gender", "mlp")
         assert abs(after - 0.5) < 0.1
+
+
+def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_split, demo_labels):
+    """Editing layer 0 alone leaves the attribute in the propagated embeddings (items carry it back in); the
+    default also matches the groups there, which is what serving uses."""
+    from core.training import TrainConfig, train_model
+
+    model = train_model("lightgcn", demo_split, TrainConfig(max_epochs=4, lr=2e-2, batch_size=4096)).model
+    labels = {"gender": demo_labels["gender"]}
+    table = model.user_table()
+
+    def propagated_gap(method):
+        edited = method.fit_transform(table, labels, model).table
+        propagated = model.representations(edited)["propagated"]
+        return abs(run_audit(propagated, labels, attackers=("logreg",), n_permutations=0).auc("gender", "logreg") - 0.5)
+
+    layer0_only = propagated_gap(make_unlearner("d2d_r", representations="table"))
+    both = propagated_gap(make_unlearner("d2d_r"))
+    assert both < layer0_only - 0.05
