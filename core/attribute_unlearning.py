@@ -400,11 +400,13 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
     table = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([table], lr=float(config.lr * spread))
     top = margin = None
-    if function_space:
+    if function_space:  # each user's original top-20 and its score spread, in chunks of users to bound memory
         with torch.no_grad():
-            scores = model.scorer(original)(torch.arange(len(original), device=original.device))
-            top = scores.topk(20, dim=1).indices
-            margin = 0.05 * scores.gather(1, top).std()
+            score = model.scorer(original)
+            chunks = [score(users).topk(20, dim=1)
+                      for users in torch.arange(len(original), device=original.device).split(config.batch_users)]
+            top = torch.cat([c.indices for c in chunks])
+            margin = 0.05 * torch.cat([c.values for c in chunks]).std()
     history, notes = [], ""
     null_corrected = config.estimator == "null-corrected"
     derived = model is not None and config.representations == "all" and bool(model.derived_representations(original))
@@ -697,24 +699,34 @@ class AdvInT(InTrainingBase):
     name: ClassVar[str] = "adv_int"
     label: ClassVar[str] = "Adv-InT"
     description: ClassVar[str] = "Retrain the recommender against an adversary through gradient reversal."
+    objective: str = hp("reversal", "'reversal': gradient reversal, the recommender maximises the adversary's loss "
+                        "(SPEC); 'confusion': it pushes the adversary's predictions to the class prior",
+                        choices=("reversal", "confusion"))
 
     def _hook(self, groups, dim, device, lr):
         torch.manual_seed(self.seed)
         adversaries = [torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.ReLU(),
                                            torch.nn.Linear(16, g.n_classes)).to(device) for g in groups]
+        priors = [g.onehot.sum(0) / g.onehot.sum() for g in groups]
 
         def hook(model, users):
             users = users.unique()
-            reversed_rows = _GradientReversal.apply(model.user_rows(users), self.weight)
+            rows = model.user_rows(users)
             loss = 0.0
-            for g, adversary in zip(groups, adversaries):
+            for g, adversary, prior in zip(groups, adversaries, priors):
                 known = g.onehot[users].sum(1) > 0
-                if known.any():
-                    loss = loss + torch.nn.functional.cross_entropy(adversary(reversed_rows[known]),
-                                                                    g.onehot[users][known].argmax(1))
+                if not known.any():
+                    continue
+                target = g.onehot[users][known].argmax(1)
+                if self.objective == "reversal":
+                    reversed_rows = _GradientReversal.apply(rows[known], self.weight)
+                    loss = loss + torch.nn.functional.cross_entropy(adversary(reversed_rows), target)
+                else:  # confusion: the adversary learns on detached rows; the recommender pushes it to the prior
+                    loss = loss + torch.nn.functional.cross_entropy(adversary(rows[known].detach()), target)
+                    log_p = torch.nn.functional.log_softmax(adversary(rows[known]), dim=1)
+                    loss = loss - self.weight * (prior * log_p).sum(1).mean()
             return loss
-        # the adversary learns ADVERSARY_LR_FACTOR times faster than the recommender: a slow adversary lets the
-        # reversed gradient flip the embeddings' attribute direction instead of erasing it (AUC rises)
+        # the adversary learns ADVERSARY_LR_FACTOR times faster than the recommender, so it keeps up
         return hook, [{"params": [p for a in adversaries for p in a.parameters()], "lr": ADVERSARY_LR_FACTOR * lr}]
 
 
