@@ -40,7 +40,8 @@ class Keys:
     UPLOAD_EMBEDDINGS = "upload_embeddings"  # (file name, bytes) of uploaded user embeddings
     UPLOAD_EMBEDDING_ATTRIBUTES = "upload_embedding_attributes"  # (file name, bytes) of their attributes table
     AUDIT_RESULTS = "audit_results"
-    UNLEARNING_RUNS = "unlearning_runs"
+    UNLEARNING_RUNS = "unlearning_runs"  # {(table, attributes, attackers, protocol): {"original", "runs"}}
+    UNLEARNING_SWEEPS = "unlearning_sweeps"  # trade-off sweep frames by (table, method, settings, attributes)
     RUN_STORE = "run_store"
 
 

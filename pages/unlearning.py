@@ -134,7 +134,7 @@ swept = st.selectbox("Method to sweep", sweepable, format_func=lambda n: UNLEARN
 field = UNLEARNERS[swept].tradeoff_field
 centre = params[swept][field]
 weights = [centre * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
-store = st.session_state.setdefault("unlearn_sweeps", {})
+store = st.session_state.setdefault(Keys.UNLEARNING_SWEEPS, {})
 sweep_key = (subject.key, swept, tuple(sorted(params[swept].items())), tuple(attributes))
 if st.button(f"Sweep {field} over {', '.join(f'{w:g}' for w in weights)}", key="unlearn_sweep"):
     bar = st.progress(0.0, text="Sweeping…")
