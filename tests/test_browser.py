@@ -1,4 +1,5 @@
-"""Real browser: Playwright drives Debian's Chromium through the main flow (Home -> Model -> train on the demo).
+"""Real browser: Playwright drives Debian's Chromium through the main flow (Home -> Model -> train on the demo ->
+Unlearning with the default methods).
 
 The server is started the way Streamlit's own end-to-end suite does it. Skipped when /usr/bin/chromium is
 missing, except under CI (REQUIRE_BROWSER=1), where that is a failure.
@@ -83,6 +84,15 @@ def test_main_flow_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("trained BPR-MF (3 epochs").first).to_be_visible()
         expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "model.png"), full_page=True)
-        exceptions = page.locator("[data-testid='stException']")
-        assert exceptions.count() == 0
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        page.get_by_role("link", name="Unlearning").click()
+        expect(page.get_by_role("button", name="Run unlearning")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Run unlearning").click()
+        # the heading, not the caption above it ("… compare methods side by side"), which is there before the run
+        expect(page.get_by_role("heading", name="Side by side")).to_be_visible(timeout=240_000)
+        expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()
+        expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "unlearning.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
