@@ -218,6 +218,25 @@ def attack_mlp(x, codes, folds: Folds, n_classes: int, seed: int, hidden: int = 
     return [proba[f, : len(test)] for f, (_, test) in enumerate(folds.pairs)]
 
 
+def attack_mlp_sklearn(x, codes, folds: Folds, n_classes: int, seed: int) -> FoldProbabilities:
+    """The reference: scikit-learn's MLPClassifier(hidden_layer_sizes=(100,), alpha=1.0, max_iter=1000) on
+    standardised inputs, one fit per fold. About ten times slower than `attack_mlp`; offered so that anyone can
+    check that the batched attacker is no weaker (tests and the audit bench compare the two)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    def one(train, test):
+        xtr, xte = _standardise(x[train], x[test])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = MLPClassifier(hidden_layer_sizes=(100,), alpha=1.0, max_iter=1000, random_state=seed)
+            model.fit(xtr, codes[train])
+        return _full_proba(model.predict_proba(xte), model.classes_, n_classes)
+    return Parallel(n_jobs=2, prefer="threads")(delayed(one)(tr, te) for tr, te in folds.pairs)
+
+
 @dataclass(frozen=True)
 class AttackerInfo:
     name: str
@@ -232,6 +251,8 @@ ATTACKERS: dict[str, AttackerInfo] = {
     "xgboost": AttackerInfo("xgboost", "XGBoost", "50 trees of depth 4, learning rate 0.5 (the reference code's)",
                             attack_xgboost),
     "logreg": AttackerInfo("logreg", "Logistic regression", "a linear attacker on standardised inputs", attack_logreg),
+    "mlp_sklearn": AttackerInfo("mlp_sklearn", "MLP (scikit-learn)", "the reference MLPClassifier, same architecture "
+                                "as MLP; slower, for cross-checking it", attack_mlp_sklearn),
     "majority": AttackerInfo("majority", "Majority class", "baseline: predicts class frequencies, AUC 0.5",
                              attack_majority, baseline=True),
 }

@@ -74,7 +74,8 @@ def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embeddings", required=True, help=".npy, .csv, .parquet or .safetensors (users × dims)")
     parser.add_argument("--attributes", required=True, help="CSV or Parquet with a user-id column")
     parser.add_argument("--attribute", action="append", help="attribute column(s) to audit (default: all)")
-    parser.add_argument("--attacker", action="append", help="mlp, xgboost, logreg, majority (default: mlp, xgboost)")
+    parser.add_argument("--attacker", action="append",
+                        help="mlp, xgboost, logreg, mlp_sklearn (the reference MLP), majority (default: mlp, xgboost)")
     parser.add_argument("--protocol", choices=["cv", "shadow"], default="cv")
     parser.add_argument("--bins", type=int, default=4, help="quantile bins for numeric attributes")
     parser.add_argument("--permutations", type=int, default=200)
