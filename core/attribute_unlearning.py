@@ -169,6 +169,22 @@ class _MultiKernelMMD(torch.autograd.Function):
         return grad * 4 * (m.sum(1, keepdim=True) * x - m @ x), None, None
 
 
+def represented_mmd(table: torch.Tensor, batch: torch.Tensor, onehots: list[torch.Tensor], null_corrected: bool,
+                    model: Recommender | None = None) -> torch.Tensor:
+    """`multi_kernel_mmd` of the rows `batch` of the table and, when a model is given, of the same rows of every
+    representation derived from the table (LightGCN's propagated embeddings, which serving uses)."""
+    mmd = multi_kernel_mmd(table[batch], onehots, null_corrected)
+    if model is not None:
+        for values in model.derived_representations(table).values():
+            mmd = mmd + multi_kernel_mmd(values[batch], onehots, null_corrected)
+    return mmd
+
+
+def uses_derived(model: Recommender | None, representations: str, table: torch.Tensor) -> bool:
+    """Whether a method set to `representations` should also match the groups in the model's derived views."""
+    return model is not None and representations == "all" and bool(model.derived_representations(table))
+
+
 def multi_kernel_mmd(x: torch.Tensor, onehots: list[torch.Tensor], null_corrected: bool = False) -> torch.Tensor:
     """Σ over attributes of the group MMD² of the rows `x` (one one-hot matrix per attribute, rows aligned with
     x; a sum, as in SPEC's joint D2D-R, so each attribute is pushed as hard as it would be alone)."""
@@ -409,7 +425,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
             margin = 0.05 * torch.cat([c.values for c in chunks]).std()
     history, notes = [], ""
     null_corrected = config.estimator == "null-corrected"
-    derived = model is not None and config.representations == "all" and bool(model.derived_representations(original))
+    derived_model = model if uses_derived(model, config.representations, original) else None
     alpha, target_mode = config.alpha, config.target_gap > 0 and labels is not None
     for step in range(steps):
         # one step is one pass over the labelled users: a single batch up to `batch_users`, else shuffled
@@ -421,11 +437,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
             batches = [labelled]
         pass_loss = 0.0
         for batch in batches:
-            onehots = [g.onehot[batch] for g in groups]
-            mmd = multi_kernel_mmd(table[batch], onehots, null_corrected)
-            if derived:
-                for values in model.derived_representations(table).values():
-                    mmd = mmd + multi_kernel_mmd(values[batch], onehots, null_corrected)
+            mmd = represented_mmd(table, batch, [g.onehot[batch] for g in groups], null_corrected, derived_model)
             if function_space:
                 keep = ranking_hinge(model, table, batch, top, margin)
             elif mini_batched:
@@ -551,17 +563,28 @@ class LegoStyle(AttributeUnlearner):
     combination_steps: int = hp(30, "steps fitting the combination weights", 0, 500)
     combination_users: int = hp(512, "users sampled per combination step (a few weights need few users)", 64, 20000)
     refine_steps: int = hp(0, "joint D2D-R refinement steps after combining (0 = pure combination)", 0, 500)
+    representations: str = hp("all", "'all': calibrate and combine on the derived representations too (LightGCN's "
+                              "propagated embeddings; needs the model), as D2D-R does; 'table': the edited table only",
+                              choices=("all", "table"))
     lr: float = hp(0.1, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
     batch_users: int = hp(4096, "users per step (mini-batches above this)", 256, 20000)
     seed: int = hp(0, "random seed")
 
-    def _key(self, original: torch.Tensor, name: str, attribute: AttributeLabels) -> tuple:
-        return (table_digest(original), name, labels_digest(attribute), self.alpha, self.estimator,
-                self.calibration_steps, self.lr, self.batch_users, self.seed)
+    def _keys(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels],
+              model: Recommender | None) -> dict[str, tuple]:
+        """Each attribute's cache key: the table, the labels, the settings, and (when calibrating on derived
+        representations) those representations, which depend on the model's graph and item table."""
+        context = [table_digest(original)]
+        if model is not None:
+            context += [table_digest(v) for v in model.derived_representations(original).values()]
+        settings = (self.alpha, self.estimator, self.calibration_steps, self.lr, self.batch_users, self.seed)
+        return {name: (*context, name, labels_digest(attribute), *settings) for name, attribute in labels.items()}
 
-    def calibrate(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels], progress=None) -> dict:
+    def calibrate(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels],
+                  model: Recommender | None = None, progress=None) -> dict:
         """Δ_a for each attribute, from the cache when available; the missing ones are optimised together."""
-        keys = {name: self._key(original, name, attribute) for name, attribute in labels.items()}
+        model = model if uses_derived(model, self.representations, original) else None
+        keys = self._keys(original, labels, model)
         missing = [name for name in labels if keys[name] not in _CALIBRATION_CACHE]
         if missing:
             groups = group_codes({n: labels[n] for n in missing}, len(original), original.device)
@@ -577,8 +600,9 @@ class LegoStyle(AttributeUnlearner):
                     if len(labelled) > self.batch_users:
                         labelled = labelled[torch.randperm(len(labelled), generator=generator)[: self.batch_users]
                                             .to(labelled.device)]
-                    edited = original[labelled] + offsets[a, labelled]
-                    loss = loss + multi_kernel_mmd(edited, [g.onehot[labelled]], self.estimator == "null-corrected")
+                    edited = original + offsets[a]
+                    loss = loss + represented_mmd(edited, labelled, [g.onehot[labelled]],
+                                                  self.estimator == "null-corrected", model)
                     loss = loss + self.alpha * offsets[a].pow(2).sum(1).mean() / scale
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -592,9 +616,10 @@ class LegoStyle(AttributeUnlearner):
         return {name: _CALIBRATION_CACHE[keys[name]] for name in labels}
 
     def _run(self, original, labels, model, split, progress, device):
-        cached_before = sum(self._key(original, n, a) in _CALIBRATION_CACHE for n, a in labels.items())
         start = time.perf_counter()
-        offsets = self.calibrate(original, labels, progress)
+        model = model if uses_derived(model, self.representations, original) else None
+        cached_before = sum(key in _CALIBRATION_CACHE for key in self._keys(original, labels, model).values())
+        offsets = self.calibrate(original, labels, model, progress)
         calibration_seconds = time.perf_counter() - start
         groups = group_codes(labels, len(original), device)
         stacked = torch.stack([offsets[n] for n in labels])  # A × N × d
@@ -610,7 +635,8 @@ class LegoStyle(AttributeUnlearner):
             batch = labelled
             if len(batch) > self.combination_users:
                 batch = batch[torch.randperm(len(batch), generator=generator)[: self.combination_users].to(batch.device)]
-            loss = multi_kernel_mmd(table[batch], [g.onehot[batch] for g in groups], self.estimator == "null-corrected")
+            loss = represented_mmd(table, batch, [g.onehot[batch] for g in groups],
+                                   self.estimator == "null-corrected", model)
             loss = loss + self.alpha * regulariser(table, original, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -618,10 +644,10 @@ class LegoStyle(AttributeUnlearner):
             history.append(float(loss.detach()))
         weights = (torch.nn.functional.softplus(raw_weights) / np.log(2.0)).detach()
         combined = original + (weights[:, None, None] * stacked).sum(0)
-        _report(progress, 0.9, "refining the combination")
         if self.refine_steps:
+            _report(progress, 0.9, "refining the combination")
             config = D2DR(alpha=self.alpha, lr=self.lr, batch_users=self.batch_users, seed=self.seed,
-                          estimator=self.estimator)
+                          estimator=self.estimator, representations=self.representations)
             combined, refine_history, _ = d2d_optimise(original, combined, groups, config, model, None,
                                                        steps=self.refine_steps)
             history.extend(refine_history)

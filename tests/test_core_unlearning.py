@@ -293,12 +293,18 @@ def test_in_training_baselines_retrain_end_to_end_on_the_demo(name, demo_bpr, de
         assert abs(after - 0.5) < 0.1
 
 
-def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_split, demo_labels):
-    """Editing layer 0 alone leaves the attribute in the propagated embeddings (items carry it back in); the
-    default also matches the groups there, which is what serving uses."""
+@pytest.fixture(scope="module")
+def demo_lightgcn(demo_split):
     from core.training import TrainConfig, train_model
 
-    model = train_model("lightgcn", demo_split, TrainConfig(max_epochs=4, lr=2e-2, batch_size=4096)).model
+    return train_model("lightgcn", demo_split, TrainConfig(max_epochs=4, lr=2e-2, batch_size=4096)).model
+
+
+@pytest.mark.parametrize("name", ["d2d_r", "lego"])
+def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(name, demo_lightgcn, demo_labels):
+    """Editing layer 0 alone leaves the attribute in the propagated embeddings (items carry it back in); the
+    default also matches the groups there, which is what serving uses."""
+    model = demo_lightgcn
     labels = {"gender": demo_labels["gender"]}
     table = model.user_table()
 
@@ -307,6 +313,6 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_split, d
         propagated = model.representations(edited)["propagated"]
         return abs(run_audit(propagated, labels, attackers=("logreg",), n_permutations=0).auc("gender", "logreg") - 0.5)
 
-    layer0_only = propagated_gap(make_unlearner("d2d_r", representations="table"))
-    both = propagated_gap(make_unlearner("d2d_r"))
+    layer0_only = propagated_gap(make_unlearner(name, representations="table"))
+    both = propagated_gap(make_unlearner(name))
     assert both < layer0_only - 0.05
