@@ -58,30 +58,33 @@ def shadow_aucs(table_, labels):
 
 
 def dynamic_requests(model, labels_all, split):
-    """LEGO-style add/drop requests against a from-scratch joint D2D-R, in one process."""
+    """LEGO-style add/drop requests against a from-scratch joint D2D-R, in one process, with each result's leakage."""
     table_ = model.user_table()
     activity = np.bincount(split.train[:, 0], minlength=split.n_users)
     four = {**labels_all, "activity": encode_attribute(pd.Series(activity), "activity")}
     three = {a: labels_all[a] for a in ATTRIBUTES}
-    lego = make_unlearner("lego")
+    requests = [
+        ("LEGO-style, first request {gender, age, occupation} (3 calibrations)", three),
+        ("LEGO-style, add activity (1 new calibration + combination)", four),
+        ("LEGO-style, drop occupation (combination only)", {a: four[a] for a in ("gender", "age", "activity")}),
+        ("LEGO-style, add occupation back (combination only)", four),
+    ]
+    lego = make_unlearner("lego", representations="table")  # BPR-MF has no derived representation anyway
     make_unlearner("joint_d2d", steps=5).fit_transform(table_, three)  # warm-up
     clear_calibration_cache()
-    first = lego.fit_transform(table_, three)
-    rows = [("LEGO-style, first request {gender, age, occupation} (3 calibrations)", first.seconds)]
-    added_cold = lego.fit_transform(table_, four)
-    rows.append(("LEGO-style, add activity (1 new calibration + combination)", added_cold.seconds))
-    dropped = lego.fit_transform(table_, {a: four[a] for a in ("gender", "age", "activity")})
-    rows.append(("LEGO-style, drop occupation (combination only)", dropped.seconds))
-    added_warm = lego.fit_transform(table_, four)
-    rows.append(("LEGO-style, add occupation back (combination only)", added_warm.seconds))
-    joint = [make_unlearner("joint_d2d").fit_transform(table_, four).seconds for _ in range(3)]
-    joint_seconds = float(np.median(joint))
-    rows.append(("joint D2D-R from scratch, 4 attributes (median of 3)", joint_seconds))
-    frame = pd.DataFrame(rows, columns=["request", "seconds"])
-    frame["÷ joint D2D-R"] = frame["seconds"] / joint_seconds
-    audit = run_audit(added_warm.table, four, attackers=("mlp", "xgboost"), n_permutations=0)
-    worst = max(abs(s.auc - 0.5) for s in audit.scores)
-    return frame, worst
+    results = [(name, lego.fit_transform(table_, request), request) for name, request in requests]
+    joint = [make_unlearner("joint_d2d").fit_transform(table_, four) for _ in range(3)]
+    joint_seconds = float(np.median([r.seconds for r in joint]))
+    results.append(("joint D2D-R from scratch, 4 attributes (median of 3)", joint[0], four))
+    rows = []
+    for name, result, request in results:
+        audit = run_audit(result.table, request, attackers=("mlp", "xgboost"), n_permutations=0)
+        seconds = joint_seconds if name.startswith("joint") else result.seconds
+        rows.append({"request": name, "seconds": seconds, "÷ joint D2D-R": seconds / joint_seconds,
+                     "worst |AUC−0.5|": max(abs(s.auc - 0.5) for s in audit.scores),
+                     "activity worst |AUC−0.5|": max((abs(s.auc - 0.5) for s in audit.scores
+                                                      if s.attribute == "activity"), default=float("nan"))})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -117,7 +120,7 @@ def main() -> None:
             print(table(pd.DataFrame(rows), ".3f"), flush=True)
         if kind == "bpr":
             dynamic = dynamic_requests(model, labels_all, split)
-            print(table(dynamic[0], ".3f"), flush=True)
+            print(table(dynamic, ".3f"), flush=True)
     body = [
         "MovieLens-100K (5-core, 943 users), per-user 80/10/10 split (seed 0), default training (dim 64); every "
         "method at its defaults. AUC: balanced 5-fold CV ×3 (MLP, XGBoost; no permutation test here) and, for "
@@ -133,10 +136,16 @@ def main() -> None:
         table(pd.DataFrame(multi_rows), ".3f"),
     ]
     if dynamic is not None:
+        ratio = dynamic["÷ joint D2D-R"]
         body += ["### LEGO-style dynamic requests (BPR-MF, one process)",
-                 table(dynamic[0], ".3f"),
-                 f"After the last request, the worst |AUC − 0.5| over the 4 attributes (MLP, XGBoost) is "
-                 f"{dynamic[1]:.3f}."]
+                 "The fourth attribute, activity, is the user's number of training interactions in 4 quantile bins. "
+                 "Worst |AUC − 0.5|: MLP and XGBoost, balanced 5-fold CV ×3, over the request's attributes.",
+                 table(dynamic, ".3f"),
+                 f"A request served from the cached calibrations (dropping an attribute, adding one back) costs "
+                 f"{ratio.iloc[2]:.2f} and {ratio.iloc[3]:.2f} of a from-scratch joint D2D-R run: under the 0.2 "
+                 f"target. Adding an attribute that was never calibrated costs {ratio.iloc[1]:.2f}: its calibration "
+                 f"is an optimisation as large as one D2D-R run, and our joint D2D-R evaluates one shared kernel for "
+                 f"all attributes per step, so it costs about as much as a single calibration."]
     body.append(REFERENCE)
     write_section("attribute_unlearning", "Attribute unlearning: leakage removed, ranking kept, time",
                   "\n\n".join(body))
