@@ -95,6 +95,8 @@ st.caption("AUC within ±0.05 of 0.5 means the attacker does no better than chan
            "leakage too (the attacker's guesses are reversed). Runtime is the unlearning alone.")
 frame = comparison.to_frame()
 st.dataframe(frame, hide_index=True, key="unlearn_table")
+st.download_button("Download the comparison (.csv)", frame.to_csv(index=False), file_name="unlearning_comparison.csv",
+                   mime="text/csv", key="unlearn_comparison_csv")
 for row in kept["runs"]:
     if row.result.notes:
         st.caption(f"{row.label}: {row.result.notes}")
