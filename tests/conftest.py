@@ -83,3 +83,23 @@ def demo_labels(demo):
     from core.data import encode_attribute
 
     return {column: encode_attribute(demo.attributes[column], column) for column in ("gender", "age", "occupation")}
+
+
+APP = str(ROOT / "app.py")
+
+
+def app_with_demo_model(page: str, timeout: int = 300):
+    """An AppTest that trained BPR-MF on the demo for 3 epochs through the Model page, then opened `page`."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    at.switch_page("pages/model.py")
+    at.run()
+    at.slider(key="model_epochs").set_value(3)
+    at.button(key="train_button").click()
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception
+    return at

@@ -1,7 +1,6 @@
 """The before/after comparison shared by the Unlearning page and the benchmark."""
 import numpy as np
 import pytest
-import torch
 
 from core.attribute_unlearning import make_unlearner
 from core.evaluation import evaluate_unlearning, mean_jaccard, tradeoff_sweep

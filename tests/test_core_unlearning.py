@@ -10,7 +10,6 @@ import torch
 from core.attacks import CrossValidation, ShadowSplit, run_audit
 from core.attribute_unlearning import (
     UNLEARNERS,
-    U2UR,
     clear_calibration_cache,
     group_codes,
     group_mmd,
@@ -20,7 +19,6 @@ from core.attribute_unlearning import (
     make_unlearner,
     multi_kernel_mmd,
     total_variance,
-    u2u_closed_form,
     u2u_pair_term,
 )
 from core.data import encode_attribute

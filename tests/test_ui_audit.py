@@ -1,28 +1,18 @@
 """AppTest: the Audit page runs on the demo model and on uploads, and explains bad files without a traceback."""
 import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import APP, app_with_demo_model
 from pages.common import UPLOAD_TARGET, Keys
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture(scope="module")
 def audited():
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    at.switch_page("pages/model.py")
-    at.run()
-    at.slider(key="model_epochs").set_value(3)
-    at.button(key="train_button").click()
-    at.run()
-    at.switch_page("pages/audit.py")
-    at.run()
+    at = app_with_demo_model("pages/audit.py")
     at.multiselect(key="audit_attributes").set_value(["gender", "age"])
     at.button(key="audit_run").click()
     at.run()

@@ -1,27 +1,16 @@
 """AppTest: the Unlearning page compares two methods on the demo model, keeps runs, and draws its charts."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import APP, app_with_demo_model
 from pages.common import UPLOAD_TARGET, Keys
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture(scope="module")
 def unlearned():
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    at.switch_page("pages/model.py")
-    at.run()
-    at.slider(key="model_epochs").set_value(3)
-    at.button(key="train_button").click()
-    at.run()
-    at.switch_page("pages/unlearning.py")
-    at.run()
-    assert not at.exception
+    at = app_with_demo_model("pages/unlearning.py")
     at.multiselect(key="unlearn_methods").set_value(["d2d_r", "leace"])
     at.multiselect(key="unlearn_attackers").set_value(["mlp", "logreg"])
     at.button(key="unlearn_run").click()
@@ -44,7 +33,8 @@ def test_two_methods_side_by_side(unlearned):
     assert 0 < d2d["NDCG@20"] <= original["NDCG@20"] * 1.02
     assert len(unlearned.get("plotly_chart")) == 1  # the before/after histograms
     assert [b.label for b in unlearned.get("download_button")] == [
-        "Download the edited embeddings (.npy)", "Download the edited embeddings (.csv)"]
+        "Download the comparison (.csv)", "Download the edited embeddings (.npy)",
+        "Download the edited embeddings (.csv)"]
 
 
 def test_runs_are_kept_and_cleared(unlearned):
