@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from common import table, write_section
 
-from core.attacks import ATTACKERS, CrossValidation, ShadowSplit, run_audit
+from core.attacks import ATTACKERS, ShadowSplit, run_audit
 from core.attribute_unlearning import UNLEARNERS, clear_calibration_cache, make_unlearner
 from core.data import default_ml100k_dir, encode_attribute, load_movielens_100k, split_per_user
 from core.evaluation import evaluate_unlearning
