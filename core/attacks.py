@@ -220,7 +220,7 @@ def attack_mlp(x, codes, folds: Folds, n_classes: int, seed: int, hidden: int = 
 
 def attack_mlp_sklearn(x, codes, folds: Folds, n_classes: int, seed: int) -> FoldProbabilities:
     """The reference: scikit-learn's MLPClassifier(hidden_layer_sizes=(100,), alpha=1.0, max_iter=1000) on
-    standardised inputs, one fit per fold. About ten times slower than `attack_mlp`; offered so that anyone can
+    standardised inputs, one fit per fold. Tens of times slower than `attack_mlp`; offered so that anyone can
     check that the batched attacker is no weaker (tests and the audit bench compare the two)."""
     import warnings
 

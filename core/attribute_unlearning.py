@@ -584,6 +584,11 @@ class LegoStyle(AttributeUnlearner):
                   model: Recommender | None = None, progress=None) -> dict:
         """Δ_a for each attribute, from the cache when available; the missing ones are optimised together."""
         model = model if uses_derived(model, self.representations, original) else None
+        return self._calibrated(original, labels, model, progress)[0]
+
+    def _calibrated(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels],
+                    model: Recommender | None, progress=None) -> tuple[dict, int]:
+        """`calibrate` for a model already checked by `uses_derived`; also says how many came from the cache."""
         keys = self._keys(original, labels, model)
         missing = [name for name in labels if keys[name] not in _CALIBRATION_CACHE]
         if missing:
@@ -613,13 +618,12 @@ class LegoStyle(AttributeUnlearner):
                 while len(_CALIBRATION_CACHE) >= CALIBRATION_CACHE_SIZE:
                     _CALIBRATION_CACHE.pop(next(iter(_CALIBRATION_CACHE)))  # oldest first
                 _CALIBRATION_CACHE[keys[name]] = offsets[a].detach().clone()
-        return {name: _CALIBRATION_CACHE[keys[name]] for name in labels}
+        return {name: _CALIBRATION_CACHE[keys[name]] for name in labels}, len(labels) - len(missing)
 
     def _run(self, original, labels, model, split, progress, device):
         start = time.perf_counter()
         model = model if uses_derived(model, self.representations, original) else None
-        cached_before = sum(key in _CALIBRATION_CACHE for key in self._keys(original, labels, model).values())
-        offsets = self.calibrate(original, labels, model, progress)
+        offsets, cached_before = self._calibrated(original, labels, model, progress)
         calibration_seconds = time.perf_counter() - start
         groups = group_codes(labels, len(original), device)
         stacked = torch.stack([offsets[n] for n in labels])  # A × N × d

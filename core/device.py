@@ -21,16 +21,17 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so the same inputs give the same numbers.
 
     On the CPU, torch also switches to its deterministic algorithms: the backward of `table[users]` otherwise sums
     the gradients of repeated users in thread order, and adversarial training (Adv-InT) amplifies that rounding
-    into different attacker AUCs. They cost nothing measurable here. On CUDA the choice is left to the caller."""
+    into different attacker AUCs. They cost nothing measurable here. On CUDA (`device`, else the default device)
+    the choice is left to the caller."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if get_device().type == "cpu":
+    if (device or get_device()).type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 

@@ -83,7 +83,7 @@ def train_model(
     """
     config = config or TrainConfig(lr=DEFAULT_LR.get(kind, 5e-3))
     device = device or get_device()
-    seed_everything(config.seed)
+    seed_everything(config.seed, device)
     model = build_model(
         kind, split.n_users, split.n_items, train_pairs=split.train, dim=config.dim, l2=config.l2, seed=config.seed,
         **({"n_layers": config.n_layers} if kind == "lightgcn" else {}),
