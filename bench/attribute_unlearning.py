@@ -127,8 +127,8 @@ def main() -> None:
         "gender, the shadow split (attacker trains on 10% of users). NDCG@20: full ranking on the test split with "
         "the edited table in the same model. LightGCN: the first AUC columns are layer 0 (the edited parameters); "
         "'propagated worst' is the largest |AUC − 0.5| on the propagated embeddings. 'seconds' is the unlearning "
-        "alone (in-training baselines: a full retraining). D2D-R on LightGCN matches the groups in layer 0 and in "
-        "the propagated embeddings (its default, `representations='all'`). 'Adv-InT' is the SPEC's gradient "
+        "alone (in-training baselines: a full retraining). D2D-R and LEGO-style on LightGCN match the groups in "
+        "layer 0 and in the propagated embeddings (their default, `representations='all'`). 'Adv-InT' is the SPEC's gradient "
         "reversal; 'Adv-InT (confusion)' pushes the adversary's predictions to the class prior instead.",
         "### Gender",
         table(pd.DataFrame(single_rows), ".3f"),
@@ -137,12 +137,13 @@ def main() -> None:
     ]
     if dynamic is not None:
         ratio = dynamic["÷ joint D2D-R"]
+        cached = "under" if max(ratio.iloc[2], ratio.iloc[3]) < 0.2 else "not under"
         body += ["### LEGO-style dynamic requests (BPR-MF, one process)",
                  "The fourth attribute, activity, is the user's number of training interactions in 4 quantile bins. "
                  "Worst |AUC − 0.5|: MLP and XGBoost, balanced 5-fold CV ×3, over the request's attributes.",
                  table(dynamic, ".3f"),
                  f"A request served from the cached calibrations (dropping an attribute, adding one back) costs "
-                 f"{ratio.iloc[2]:.2f} and {ratio.iloc[3]:.2f} of a from-scratch joint D2D-R run: under the 0.2 "
+                 f"{ratio.iloc[2]:.2f} and {ratio.iloc[3]:.2f} of a from-scratch joint D2D-R run: {cached} the 0.2 "
                  f"target. Adding an attribute that was never calibrated costs {ratio.iloc[1]:.2f}: its calibration "
                  f"is an optimisation as large as one D2D-R run, and our joint D2D-R evaluates one shared kernel for "
                  f"all attributes per step, so it costs about as much as a single calibration."]
