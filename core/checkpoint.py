@@ -2,6 +2,7 @@
 fingerprint, id maps, metrics). Loading refuses weights that do not match the metadata or the dataset."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict
@@ -21,8 +22,10 @@ META_FILE = "model.json"
 FORMAT_VERSION = 1
 
 
-def save_model(folder: str | os.PathLike, result: TrainResult, dataset: InteractionDataset) -> Path:
-    """Write a trained model and the metadata needed to check it against a dataset later."""
+def save_model(folder: str | os.PathLike, result: TrainResult, dataset: InteractionDataset,
+               spec: str | None = None, rating_threshold: float | None = None, split_seed: int = 0) -> Path:
+    """Write a trained model and the metadata needed to check it against a dataset later (and, with `spec`, to
+    reload that dataset from the command line)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = result.model
@@ -40,13 +43,34 @@ def save_model(folder: str | os.PathLike, result: TrainResult, dataset: Interact
             "n_items": dataset.n_items,
             "user_ids": dataset.user_ids.tolist(),
             "item_ids": dataset.item_ids.tolist(),
+            "spec": spec,
+            "rating_threshold": rating_threshold,
         },
+        "split_seed": split_seed,
         "metrics": {"valid": result.valid.metrics, "test": result.test.metrics},
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
         "device": result.device,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def save_edited_model(folder: str | os.PathLike, model: Recommender, meta: dict, result) -> Path:
+    """Write a copy of `model` with the edited user table of an attribute-unlearning `result`, loadable like any
+    trained model; model.json records what edited it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    edited = copy.deepcopy(result.model or model)
+    if result.model is None:
+        edited.set_user_table(result.table)
+    tensors = {name: value.detach().cpu().contiguous() for name, value in edited.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    details = {k: v for k, v in result.details.items() if k != "log"}
+    edited_meta = {**meta, "edited": {"method": result.method, "label": result.label, "params": result.params,
+                                      "attributes": list(result.attributes), "notes": result.notes,
+                                      "details": details, "seconds": result.seconds, "device": result.device}}
+    (folder / META_FILE).write_text(json.dumps(edited_meta, indent=1, default=str))
     return folder
 
 

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import Callable
+
+import numpy as np
+import torch
 
 from tqdm import tqdm
 
@@ -33,8 +37,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--rating-threshold", type=float, default=None, help="keep ratings ≥ this as positives")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _add_common(parser)
     parser.set_defaults(handler=run_train)
 
 
@@ -54,7 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
     bar, progress = _progress_bar()
     with bar:
         result = train_model(args.model, split, config, progress=progress, device=get_device(args.device))
-    save_model(args.out, result, dataset)
+    save_model(args.out, result, dataset, spec=args.data, rating_threshold=args.rating_threshold, split_seed=args.seed)
     print(f"{result.model.label}: best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.seconds:.1f} s on {result.device}")
     for part in (result.valid, result.test):
@@ -64,60 +67,232 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _add_subject(parser: argparse.ArgumentParser) -> None:
+    """What to audit or edit: a saved model (every representation it serves with), or uploaded embeddings."""
+    parser.add_argument("--model", help="a saved model folder (weights.safetensors + model.json)")
+    parser.add_argument("--data", default=None,
+                        help="the model's data (default: what model.json names: synthetic, or ml-100k from "
+                             "../shared/data); needed for its attributes and, for LightGCN, its graph")
+    parser.add_argument("--embeddings", help=".npy, .csv, .parquet or .safetensors (users × dims), with --attributes")
+    parser.add_argument("--attributes", help="CSV or Parquet with a user-id column and attribute columns")
+    parser.add_argument("--attribute", action="append", help="attribute column(s) (default: all)")
+    parser.add_argument("--attribute-type", action="append", metavar="NAME=TYPE",
+                        help="override an attribute's inferred type: binary, categorical, ordinal or numeric")
+    parser.add_argument("--bins", type=int, default=4, help="quantile bins for numeric attributes")
+
+
+@dataclass
+class Subject:
+    """What a command works on: a user table, its labels, and the model and split when there is one."""
+
+    table: torch.Tensor
+    labels: dict
+    model: object | None = None
+    split: object | None = None
+    dataset: object | None = None
+    meta: dict | None = None
+    user_ids: np.ndarray | None = None
+    source: str = ""
+
+
+def _load_subject(args: argparse.Namespace, device: torch.device) -> Subject:
+    from .attributes import parse_type_overrides
+    from .data import encode_attribute
+
+    types = parse_type_overrides(args.attribute_type)
+    if bool(args.model) == bool(args.embeddings):
+        raise DataError("give either --model DIR or --embeddings FILE --attributes FILE")
+    if args.model:
+        from .checkpoint import load_model, read_metadata
+        from .data import load_dataset, split_per_user
+
+        meta = read_metadata(args.model)
+        spec = args.data or meta["dataset"].get("spec") or _spec_for(meta["dataset"].get("name", ""))
+        dataset = load_dataset(spec, rating_threshold=meta["dataset"].get("rating_threshold"))
+        split = split_per_user(dataset, seed=meta.get("split_seed", 0))
+        model, meta = load_model(args.model, dataset, train_pairs=split.train, device=device)
+        attributes = dataset.attributes
+        if attributes is None or attributes.shape[1] == 0:
+            raise DataError(f"{spec}: this dataset has no attributes table to audit against")
+        frame = attributes.reset_index(drop=True)
+        table, subject = model.user_table(), dict(model=model, split=split, dataset=dataset, meta=meta)
+        source = args.model
+    else:
+        from .uploads import prepare_upload
+
+        if not args.attributes:
+            raise DataError("--embeddings needs --attributes (a CSV or Parquet with a user-id column)")
+        upload = prepare_upload(args.embeddings, args.attributes)
+        for warning in upload.warnings:
+            print(f"note: {warning}", file=sys.stderr)
+        frame, table = upload.attributes, torch.as_tensor(upload.table)
+        subject, source = dict(user_ids=upload.user_ids), args.embeddings
+    columns = args.attribute or list(frame.columns)
+    unknown = [c for c in columns if c not in frame.columns]
+    if unknown:
+        raise DataError(f"attribute(s) {unknown} not in the attributes table; it has {list(frame.columns)}")
+    unknown_types = [c for c in types if c not in columns]
+    if unknown_types:
+        raise DataError(f"--attribute-type names {unknown_types}, which are not among the attributes {columns}")
+    labels = {c: encode_attribute(frame[c], c, n_bins=args.bins, kind=types.get(c)) for c in columns}
+    for name, label in labels.items():
+        print(f"{name}: {label.kind}, {label.n_classes} classes" + "".join(f"; {n}" for n in label.notes),
+              file=sys.stderr)
+    return Subject(table.to(device), labels, source=source, **subject)
+
+
+def _spec_for(name: str) -> str:
+    """A data spec for a dataset name saved before model.json recorded its spec."""
+    if name.startswith("synthetic"):
+        return "synthetic"
+    if "100k" in name.lower():
+        return "ml-100k"
+    raise DataError(f"model.json does not say where its data ({name!r}) is; pass --data")
+
+
 def add_audit(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "audit", help="attribute-inference audit of user embeddings; a release gate",
-        description="Attack the embeddings for each attribute and exit 1 when any attribute leaks past the "
-                    "threshold: an attribute fails the gate when its strongest attacker's AUC is farther from 0.5 "
-                    "than MAX_AUC is (|AUC - 0.5| > MAX_AUC - 0.5, two-sided: AUC 0.35 fails a 0.6 gate too) AND "
-                    "the permutation test finds the leakage significant (p < 0.05). Exit 2 on bad input.")
-    parser.add_argument("--embeddings", required=True, help=".npy, .csv, .parquet or .safetensors (users × dims)")
-    parser.add_argument("--attributes", required=True, help="CSV or Parquet with a user-id column")
-    parser.add_argument("--attribute", action="append", help="attribute column(s) to audit (default: all)")
+        "audit", help="attribute-inference audit of a model or of uploaded embeddings; a release gate",
+        description="Attack every representation the model serves with (or the uploaded table) for each attribute. "
+                    "An attribute fails the gate when its strongest attacker's two-sided gap |AUC - 0.5| is above "
+                    "MAX_GAP and significant (corrected permutation test), or above MAX_GAP with too few users to "
+                    "tell (inconclusive). Exit 0 when every attribute passes, 1 when one leaks, 2 on bad input.")
+    _add_subject(parser)
     parser.add_argument("--attacker", action="append",
-                        help="mlp, xgboost, logreg, mlp_sklearn (the reference MLP), majority (default: mlp, xgboost)")
+                        help="attackers (default: the 'default' set); see --attackers for the named sets")
+    parser.add_argument("--attackers", choices=["default", "thorough"], default="default",
+                        help="default: MLP, XGBoost, logistic regression; thorough adds a 256x256 MLP, an RBF-kernel "
+                             "attacker and tuned boosted trees (for release audits)")
     parser.add_argument("--protocol", choices=["cv", "shadow"], default="cv")
-    parser.add_argument("--bins", type=int, default=4, help="quantile bins for numeric attributes")
     parser.add_argument("--permutations", type=int, default=200)
-    parser.add_argument("--max-auc", type=float, default=0.6)
+    parser.add_argument("--max-gap", type=float, default=0.05, help="tolerance for |AUC - 0.5| (default 0.05)")
+    parser.add_argument("--max-auc", type=float, default=None, help="older form of the gate: MAX_GAP = MAX_AUC - 0.5")
+    parser.add_argument("--max-users", type=int, default=50_000, help="attack a stratified sample past this size")
     parser.add_argument("--report", help="write the full result as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
+    _add_common(parser)
     parser.set_defaults(handler=run_audit_command)
 
 
 def run_audit_command(args: argparse.Namespace) -> int:
-    from .attacks import PROTOCOLS, run_audit
-    from .data import encode_attribute
-    from .uploads import prepare_upload
+    from .audit import ATTACKER_SETS, PROTOCOLS, audit_model, run_audit, worst_verdicts
+    from .device import get_device
 
-    upload = prepare_upload(args.embeddings, args.attributes)
-    for warning in upload.warnings:
-        print(f"note: {warning}", file=sys.stderr)
-    columns = args.attribute or list(upload.attributes.columns)
-    unknown = [c for c in columns if c not in upload.attributes.columns]
-    if unknown:
-        raise DataError(f"attribute(s) {unknown} not in the attributes file; it has {list(upload.attributes.columns)}")
-    labels = {c: encode_attribute(upload.attributes[c], c, n_bins=args.bins) for c in columns}
+    device = get_device(args.device)
+    subject = _load_subject(args, device)
+    tolerance = args.max_gap if args.max_auc is None else args.max_auc - 0.5
+    attackers = args.attacker or ATTACKER_SETS[args.attackers]
+    options = dict(attackers=attackers, protocol=PROTOCOLS[args.protocol], n_permutations=args.permutations,
+                   seed=args.seed, tolerance=tolerance, max_users=args.max_users, device=device)
     bar, progress = _progress_bar()
     with bar:
-        result = run_audit(upload.table, labels, attackers=args.attacker or ("mlp", "xgboost"),
-                           protocol=PROTOCOLS[args.protocol], n_permutations=args.permutations, seed=args.seed,
-                           progress=progress, representation_name=args.embeddings)
-    print(result.to_markdown())
+        if subject.model is not None:
+            audits = audit_model(subject.model, subject.labels, progress=progress, **options)
+        else:
+            audits = {"user": run_audit(subject.table, subject.labels, progress=progress,
+                                        representation_name=subject.source, **options)}
+    for audit in audits.values():
+        print(audit.to_markdown())
     if args.report:
         with open(args.report, "w") as handle:
-            handle.write(result.to_json())
+            handle.write("[" + ",\n".join(a.to_json() for a in audits.values()) + "]")
         print(f"report written to {args.report}")
-    failing = [v for v in result.verdicts if v.leaks and v.leakage > args.max_auc - 0.5]
+    return _gate(worst_verdicts(audits), tolerance)
+
+
+def _gate(verdicts: dict, tolerance: float) -> int:
+    failing = [v for v in verdicts.values() if v.status != "no leak"]
     for verdict in failing:
-        print(f"GATE FAILED: {verdict.attribute} leaks (AUC {verdict.auc:.3f}, |AUC - 0.5| = {verdict.leakage:.3f} "
-              f"> {args.max_auc - 0.5:.3f}, p = {verdict.p_value:.3g})")
+        print(f"GATE FAILED: {verdict.attribute} {verdict.status} on {verdict.representation} (AUC {verdict.auc:.3f}, "
+              f"|AUC - 0.5| = {verdict.leakage:.3f} > {tolerance:.3f}, p = {verdict.p_value:.3g})")
     if not failing:
-        print(f"gate passed: no attribute leaks past AUC {args.max_auc} (two-sided)")
+        print(f"gate passed: no attribute leaks past |AUC - 0.5| = {tolerance:.3f} on any representation")
     return 1 if failing else 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit]
+def add_unlearn(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "unlearn", help="attribute unlearning aimed at a leakage target, then a full audit",
+        description="Edit the user table so the attributes can no longer be inferred, aiming at |AUC - 0.5| <= "
+                    "TARGET_GAP for every default attacker on every representation, then audit the result. Writes an "
+                    "edited model (with --model) or the edited table in the upload's format, ids kept. Exit 0 when "
+                    "the audit passes, 1 when an attribute still leaks, 2 on bad input.")
+    _add_subject(parser)
+    parser.add_argument("--method", default="d2d_r", help="d2d_r, lego, joint_d2d, sequential_d2d, leace, u2u_r_closed, "
+                                                         "...; default d2d_r (lego when several attributes)")
+    parser.add_argument("--target-gap", type=float, default=0.05, help="tolerance |AUC - 0.5| (0 = fixed strength)")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="a method hyper-parameter")
+    parser.add_argument("--out", required=True, help="folder (with --model) or file for the edited table")
+    parser.add_argument("--report", help="write the comparison as JSON here")
+    parser.add_argument("--permutations", type=int, default=200)
+    _add_common(parser)
+    parser.set_defaults(handler=run_unlearn_command)
+
+
+def _method_params(name: str, specs: list[str] | None, target_gap: float) -> dict:
+    from .unlearning.attribute import UNLEARNERS, hyperparameters
+
+    if name not in UNLEARNERS:
+        raise DataError(f"unknown method {name!r}; choose one of {', '.join(UNLEARNERS)}")
+    known = {h.name: h for h in hyperparameters(name)}
+    params = {"target_gap": target_gap} if "target_gap" in known else {}
+    for spec in specs or []:
+        key, sep, value = spec.partition("=")
+        if not sep or key not in known:
+            raise DataError(f"--param {spec!r}: expected NAME=VALUE with NAME one of {', '.join(known)}")
+        kind = known[key].kind
+        params[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return params
+
+
+def run_unlearn_command(args: argparse.Namespace) -> int:
+    from .device import get_device
+    from .evaluation import evaluate_unlearning
+    from .unlearning.attribute import make_unlearner
+
+    device = get_device(args.device)
+    subject = _load_subject(args, device)
+    method = args.method if not (args.method == "d2d_r" and len(subject.labels) > 1) else "lego"
+    if method != args.method:
+        print(f"note: {len(subject.labels)} attributes chosen, so LEGO-style is used (D2D-R is single-attribute "
+              f"by default; pass --method joint_d2d for the joint run)", file=sys.stderr)
+    params = _method_params(method, args.param, args.target_gap)
+    bar, progress = _progress_bar()
+    with bar:
+        result = make_unlearner(method, **params).fit_transform(subject.table, subject.labels, subject.model,
+                                                                subject.split, progress=progress, device=device)
+        comparison = evaluate_unlearning(subject.table, [result], subject.labels, subject.model, subject.split,
+                                         n_permutations=args.permutations, seed=args.seed, progress=progress,
+                                         tolerance=args.target_gap or 0.05, device=device)
+    print(f"{result.label}: {result.seconds:.2f} s on {result.device}. {result.notes}")
+    frame = comparison.to_frame(intervals=False)
+    print(frame.to_markdown(index=False, floatfmt=".3f"))
+    written = _write_edited(args, subject, result)
+    print(f"edited {'model' if subject.model is not None else 'table'} written to {written}")
+    if args.report:
+        frame.to_json(args.report, orient="records", indent=1)
+        print(f"report written to {args.report}")
+    return _gate(comparison.rows[-1].verdicts, args.target_gap or 0.05)
+
+
+def _write_edited(args: argparse.Namespace, subject: Subject, result) -> str:
+    """The edited model (loadable like a trained one) or the edited table in the upload's format, ids kept."""
+    from pathlib import Path
+
+    if subject.model is not None:
+        from .checkpoint import save_edited_model
+
+        return str(save_edited_model(args.out, subject.model, subject.meta, result))
+    from .uploads import save_embeddings
+
+    return str(save_embeddings(args.out, result.table.numpy(), subject.user_ids, like=Path(args.embeddings).suffix))
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit, add_unlearn]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -412,12 +412,16 @@ def _bytes_of(source: bytes | str | os.PathLike, label: str | None) -> tuple[byt
 
 @dataclass(frozen=True)
 class AttributeLabels:
-    """Integer class codes for one attribute over the users that have it (`mask`), with the class names."""
+    """Integer class codes for one attribute over the users that have it (`mask`), with the class names, the
+    attribute's type (binary, categorical, ordinal, numeric) and notes on how it was encoded (the type's
+    reason, bins, merged rare classes), so pages and reports can say what the audit attacked."""
 
     name: str
     codes: np.ndarray  # int64, length = mask.sum()
     classes: tuple[str, ...]
     mask: np.ndarray  # bool, length n_users: users with a known value
+    kind: str = "categorical"
+    notes: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -427,29 +431,21 @@ class AttributeLabels:
         return dict(zip(self.classes, np.bincount(self.codes, minlength=self.n_classes).tolist()))
 
 
-def encode_attribute(values: pd.Series, name: str | None = None, n_bins: int = 4) -> AttributeLabels:
-    """Turn an attribute column into class codes; a numeric column with more than `n_bins` values is cut into
-    quantile bins. A column with fewer than two classes is refused: there is nothing to infer."""
-    name = name or str(values.name)
-    mask = values.notna().to_numpy()
-    present = values[mask]
-    numeric = pd.to_numeric(present, errors="coerce")
-    if len(present) and numeric.notna().all() and present.nunique() > n_bins:
-        binned = pd.qcut(numeric, q=n_bins, duplicates="drop")
-        categories = binned.cat.categories
-        classes = tuple(f"{iv.left:g}-{iv.right:g}" for iv in categories)
-        codes = binned.cat.codes.to_numpy(dtype=np.int64)
-    else:
-        as_text = present.astype(str)
-        classes = tuple(sorted(as_text.unique()))
-        lookup = {c: i for i, c in enumerate(classes)}
-        codes = as_text.map(lookup).to_numpy(dtype=np.int64)
-    if len(classes) < 2:
-        only = classes[0] if classes else "none"
-        raise DataError(
-            f"attribute {name!r} has a single class ({only!r}) after filtering; an attack needs two or more"
-        )
-    return AttributeLabels(name, codes, classes, mask)
+def encode_attribute(
+    values: pd.Series,
+    name: str | None = None,
+    n_bins: int = 4,
+    kind: str | None = None,
+    min_class_size: int = 20,
+    max_classes: int = 50,
+) -> AttributeLabels:
+    """Turn an attribute column into class codes, typed (inferred unless `kind` is given): see
+    `core.attributes.encode_typed`. Integer codes with few values stay classes; only numeric columns are cut into
+    `n_bins` quantile bins. A column with fewer than two classes, or too many, is refused."""
+    from .attributes import encode_typed  # core.attributes imports this module
+
+    return encode_typed(values, name, kind=kind, n_bins=n_bins, min_class_size=min_class_size,  # type: ignore[arg-type]
+                        max_classes=max_classes)
 
 
 # --------------------------------------------------------------------------------------------- synthetic demo
@@ -457,10 +453,15 @@ def encode_attribute(values: pd.Series, name: str | None = None, n_bins: int = 4
 DEMO_GENDERS = ("F", "M")
 DEMO_AGES = ("<25", "25-34", "35-49", "50+")
 DEMO_OCCUPATIONS = ("student", "technical", "creative", "service", "retired")
+# taste effects (standard deviations) of gender, age and occupation: chosen so that a BPR-MF trained on the demo
+# leaks about as much as real data does (attacker AUC 0.70-0.82 on MovieLens), not the near-certainty (0.98) of
+# stronger effects, which no real dataset shows
+DEMO_EFFECTS = (0.3, 0.25, 0.22)
 
 
 def make_synthetic(
-    n_users: int = 1000, n_items: int = 1500, seed: int = 7, latent_dim: int = 16, k: int = MIN_INTERACTIONS
+    n_users: int = 1000, n_items: int = 1500, seed: int = 7, latent_dim: int = 16, k: int = MIN_INTERACTIONS,
+    effects: tuple[float, float, float] = DEMO_EFFECTS,
 ) -> InteractionDataset:
     """The built-in demo: users whose tastes depend on gender, an age bucket and an occupation group.
 
@@ -480,9 +481,9 @@ def make_synthetic(
     cumulative = occupation_probs[age].cumsum(1)
     occupation = (rng.random((n_users, 1)) > cumulative).sum(1).clip(max=len(DEMO_OCCUPATIONS) - 1)
 
-    gender_effect = rng.normal(0, 0.55, (len(DEMO_GENDERS), latent_dim))
-    age_effect = rng.normal(0, 0.45, (len(DEMO_AGES), latent_dim))
-    occupation_effect = rng.normal(0, 0.4, (len(DEMO_OCCUPATIONS), latent_dim))
+    gender_effect = rng.normal(0, effects[0], (len(DEMO_GENDERS), latent_dim))
+    age_effect = rng.normal(0, effects[1], (len(DEMO_AGES), latent_dim))
+    occupation_effect = rng.normal(0, effects[2], (len(DEMO_OCCUPATIONS), latent_dim))
     taste = (
         gender_effect[gender] + age_effect[age] + occupation_effect[occupation]
         + rng.normal(0, 0.7, (n_users, latent_dim))

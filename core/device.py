@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -11,7 +12,8 @@ import torch
 def get_device(prefer: str | None = None) -> torch.device:
     """The device to compute on: `prefer` if given ('cpu', 'cuda'), else CUDA when available, else CPU.
 
-    The environment variable PRIVACY_AUDIT_DEVICE overrides the automatic choice (useful to force CPU in tests).
+    Called only at the entry points (the app's settings, each CLI command's --device, the bench's flag); everything
+    below takes the device as a parameter. PRIVACY_AUDIT_DEVICE overrides the automatic choice.
     """
     choice = prefer or os.environ.get("PRIVACY_AUDIT_DEVICE")
     if choice:
@@ -21,18 +23,28 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seed_everything(seed: int, device: torch.device | None = None) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so the same inputs give the same numbers.
-
-    On the CPU, torch also switches to its deterministic algorithms: the backward of `table[users]` otherwise sums
-    the gradients of repeated users in thread order, and adversarial training (Adv-InT) amplifies that rounding
-    into different attacker AUCs. They cost nothing measurable here. On CUDA (`device`, else the default device)
-    the choice is left to the caller."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so code that still draws from the global generators repeats."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if (device or get_device()).type == "cpu":
+
+
+@contextmanager
+def deterministic_algorithms(device: torch.device):
+    """Within the block, torch uses its deterministic algorithms on the CPU, and the previous setting is restored
+    after (no process-wide switch left behind). The backward of `table[users]` otherwise sums the gradients of
+    repeated users in thread order, and adversarial training (Adv-InT) amplifies that rounding into different
+    attacker AUCs. On CUDA the setting is left as it is: deterministic CUDA kernels need an environment variable
+    set before start-up, so GPU runs agree within a tolerance instead."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if torch.device(device).type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
 def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

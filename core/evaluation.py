@@ -6,22 +6,21 @@ function, the mean per-user Jaccard overlap of top-20 lists before and after, an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import ATTACKERS, AuditResult, CrossValidation, Protocol, run_audit
-from .attribute_unlearning import UnlearningResult, make_unlearner, UNLEARNERS
+from .audit import ATTACKERS, DEFAULT_ATTACKERS, AuditResult, CrossValidation, Protocol, run_audit
+from .audit.runner import worst_verdicts
+from .audit.verdict import DEFAULT_TOLERANCE, AttributeVerdict
 from .data import AttributeLabels, Split
-from .device import get_device
 from .metrics import RankingResult, evaluate_full, top_k_items
-from .models import Recommender
-from .training import Progress
-
-SKIPPED_REPRESENTATIONS = ("gmf", "mlp")  # NeuMF's halves: audited together as "gmf+mlp"
+from .models import Recommender, served_representations
+from .progress import Progress
+from .unlearning.attribute import UNLEARNERS, UnlearningResult, make_unlearner
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,17 @@ class MethodEvaluation:
     seconds: float
     result: UnlearningResult | None
 
+    @property
+    def verdicts(self) -> dict[str, AttributeVerdict]:
+        """Per attribute, the verdict of the representation that leaks most."""
+        return worst_verdicts(self.audits)
+
+    @property
+    def verdict(self) -> str:
+        """'leaks', 'inconclusive' or 'no leak' over every attribute and representation (the worst)."""
+        statuses = {v.status for v in self.verdicts.values()}
+        return next((s for s in ("leaks", "inconclusive") if s in statuses), "no leak")
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -46,7 +56,12 @@ class Comparison:
         records = []
         multi_rep = any(len(r.audits) > 1 for r in self.rows)
         for row in self.rows:
-            record = {"method": row.label, "runtime s": round(row.seconds, 3)}
+            record = {"method": row.label, "verdict": row.verdict,
+                      "worst |AUC − 0.5|": max((v.leakage for v in row.verdicts.values()), default=float("nan")),
+                      "runtime s": round(row.seconds, 3)}
+            if row.result is not None and "target_gap" in row.result.details:
+                record["target"] = row.result.details["target_gap"]
+                record["target reached"] = row.result.details["reached"]
             if row.ranking is not None:
                 record.update({k: v for k, v in row.ranking.metrics.items() if k.startswith(("NDCG", "HR"))})
             record["top-20 Jaccard"] = row.top_k_jaccard
@@ -62,9 +77,8 @@ class Comparison:
 
 
 def representations_of(table: torch.Tensor, model: Recommender | None) -> dict[str, torch.Tensor]:
-    if model is None:
-        return {"user": table}
-    return {n: t for n, t in model.representations(table.to(model.device)).items() if n not in SKIPPED_REPRESENTATIONS}
+    """Every representation served with this table (see `served_representations`), on the model's device."""
+    return served_representations(model, table.to(model.device) if model is not None else table)
 
 
 def mean_jaccard(before: np.ndarray, after: np.ndarray) -> float:
@@ -80,15 +94,18 @@ def evaluate_unlearning(
     labels: Mapping[str, AttributeLabels],
     model: Recommender | None = None,
     split: Split | None = None,
-    attackers: Sequence[str] = ("mlp", "xgboost"),
+    attackers: Sequence[str] = DEFAULT_ATTACKERS,
     protocol: Protocol = CrossValidation(),
     ks: tuple[int, ...] = (5, 10, 20),
     n_permutations: int = 0,
     seed: int = 0,
     progress: Progress | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    device: torch.device | str = "cpu",
 ) -> Comparison:
-    """Compare the original table with each result on leakage, ranking quality, top-20 stability and runtime."""
-    device = get_device()
+    """Compare the original table with each result on leakage (every default attacker, every representation,
+    verdicts against `tolerance`), ranking quality, top-20 stability and runtime."""
+    device = torch.device(device)
     original_table = torch.as_tensor(original_table, dtype=torch.float32)
     original_top = None
     if model is not None and split is not None:
@@ -105,7 +122,8 @@ def evaluate_unlearning(
         for j, (rep, values) in enumerate(reps.items()):
             audits[rep] = run_audit(values, labels, attackers=attackers, protocol=protocol,
                                     n_permutations=n_permutations, seed=seed, representation_name=rep,
-                                    progress=lambda f, m, j=j: scaled((j + f) / len(reps), m))
+                                    progress=lambda f, m, j=j: scaled((j + f) / len(reps), m), tolerance=tolerance,
+                                    n_representations=len(reps), device=device)
         ranking = jaccard = None
         if row_model is not None and split is not None:
             scorer = row_model.scorer(table.to(row_model.device))
@@ -122,10 +140,11 @@ def tradeoff_sweep(
     labels: Mapping[str, AttributeLabels],
     model: Recommender | None = None,
     split: Split | None = None,
-    attackers: Sequence[str] = ("mlp",),
+    attackers: Sequence[str] = DEFAULT_ATTACKERS,
     protocol: Protocol = CrossValidation(n_repeats=1),
     params: dict | None = None,
     progress: Progress | None = None,
+    device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
     """Attacker AUC and NDCG@20 over a sweep of a method's trade-off weight (the privacy-utility curve)."""
     field = UNLEARNERS[name].tradeoff_field
@@ -135,12 +154,15 @@ def tradeoff_sweep(
     for i, weight in enumerate(weights):
         if progress is not None:
             progress(i / len(weights), f"{field} = {weight:g}")
-        result = make_unlearner(name, **{**(params or {}), field: weight}).fit_transform(table, labels, model, split)
+        fixed = {"target_gap": 0.0} if "target_gap" in {f.name for f in fields(UNLEARNERS[name])} else {}
+        result = make_unlearner(name, **{**(params or {}), **fixed, field: weight}).fit_transform(
+            table, labels, model, split, device=device)
         row_model = result.model or model
         ndcg = float("nan")
         if row_model is not None and split is not None:
-            ndcg = evaluate_full(row_model.scorer(result.table.to(row_model.device)), split, "test", ks=(20,))["NDCG@20"]
-        audit = run_audit(result.table, labels, attackers=attackers, protocol=protocol, n_permutations=0)
+            ndcg = evaluate_full(row_model.scorer(result.table.to(row_model.device)), split, "test", ks=(20,),
+                                 device=device)["NDCG@20"]
+        audit = run_audit(result.table, labels, attackers=attackers, protocol=protocol, n_permutations=0, device=device)
         for score in audit.scores:
             rows.append({"weight": weight, "attribute": score.attribute, "attacker": ATTACKERS[score.attacker].label,
                          "AUC": score.auc, "NDCG@20": ndcg})

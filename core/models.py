@@ -55,6 +55,16 @@ class Recommender(nn.Module):
         """Every user representation an attacker could see, by name; the first is the editable table."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def set_user_table(self, user_table: torch.Tensor) -> None:
+        """Replace the editable user parameters with an (edited) table of the same shape."""
+        table = self._check_table(user_table)
+        for parameter, part in zip(self._user_parameters(), table.split([p.shape[1] for p in self._user_parameters()], 1)):
+            parameter.copy_(part)
+
+    def _user_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.user_emb]
+
     def derived_representations(self, user_table: torch.Tensor) -> dict[str, torch.Tensor]:
         """Representations computed from the table that are not slices of it (LightGCN: propagated), differentiable
         in `user_table`, so attribute unlearning can clean what is served as well as what is stored."""
@@ -150,6 +160,9 @@ class NeuMF(Recommender):
 
     def user_table(self):
         return torch.cat([self.gmf_user, self.mlp_user], dim=1).detach().clone()
+
+    def _user_parameters(self):
+        return [self.gmf_user, self.mlp_user]
 
     def user_rows(self, users):
         return torch.cat([self.gmf_user[users], self.mlp_user[users]], dim=1)
@@ -272,6 +285,17 @@ class LightGCN(Recommender):
         table = self.user_emb.detach() if table is None else table
         user_final, item_final = self.propagate(table, self.item_emb.detach())
         return lambda users: user_final[users] @ item_final.T
+
+
+SKIPPED_REPRESENTATIONS = ("gmf", "mlp")  # NeuMF's halves: audited together as "gmf+mlp"
+
+
+def served_representations(model: Recommender | None, table: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every user representation the model serves with for this (edited) user table, by name: the table itself
+    for uploaded embeddings (no model), LightGCN's layer 0 and propagated, NeuMF's two tables together."""
+    if model is None:
+        return {"user": table}
+    return {n: t for n, t in model.representations(table).items() if n not in SKIPPED_REPRESENTATIONS}
 
 
 MODELS: dict[str, type[Recommender]] = {cls.kind: cls for cls in (BPRMF, NeuMF, LightGCN)}

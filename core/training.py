@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from .data import Split
-from .device import describe, get_device, seed_everything, torch_generator
+from .device import describe, deterministic_algorithms, seed_everything, torch_generator
 from .metrics import RankingResult, evaluate_full
 from .models import Recommender, build_model
+from .progress import Progress
 
-# progress(fraction in [0, 1], message)
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def train_model(
     split: Split,
     config: TrainConfig | None = None,
     progress: Progress | None = None,
-    device: torch.device | None = None,
+    device: torch.device | str = "cpu",
     loss_hook: Callable[[Recommender, torch.Tensor], torch.Tensor] | None = None,
     extra_parameters: list[torch.nn.Parameter | dict] | None = None,
 ) -> TrainResult:
@@ -82,8 +81,8 @@ def train_model(
     unlearning baselines use both.
     """
     config = config or TrainConfig(lr=DEFAULT_LR.get(kind, 5e-3))
-    device = device or get_device()
-    seed_everything(config.seed, device)
+    device = torch.device(device)
+    seed_everything(config.seed)
     model = build_model(
         kind, split.n_users, split.n_items, train_pairs=split.train, dim=config.dim, l2=config.l2, seed=config.seed,
         **({"n_layers": config.n_layers} if kind == "lightgcn" else {}),
@@ -101,8 +100,12 @@ def fit(
     extra_parameters: list[torch.nn.Parameter | dict] | None = None,
 ) -> TrainResult:
     """Train an already-built model (fresh or warm-started) with early stopping; see `train_model`."""
-    device = device or model.device
-    model = model.to(device)
+    device = torch.device(device) if device is not None else model.device
+    with deterministic_algorithms(device):
+        return _fit(model.to(device), split, config, progress, device, loss_hook, extra_parameters)
+
+
+def _fit(model, split, config, progress, device, loss_hook, extra_parameters) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     shuffle = torch_generator(config.seed)
     groups = [{"params": list(model.parameters())}]

@@ -187,3 +187,36 @@ def prepare_upload(
     aligned = attribute_table.reindex(ids)
     aligned.index = pd.RangeIndex(len(ids))
     return UploadedEmbeddings(table.astype(np.float32), ids, aligned, tuple(warnings))
+
+
+def save_embeddings(path: str | os.PathLike, table: np.ndarray, user_ids: np.ndarray | None, like: str = ".csv"
+                    ) -> Path:
+    """Write an (edited) embeddings table in the format of the upload it came from, user ids kept: CSV or Parquet
+    with a user_id column, safetensors with a user_ids array, .npy in the upload's row order (it has no ids). The
+    result loads back through `load_embeddings` to the same numbers."""
+    path = Path(path)
+    suffix = path.suffix.lower() or like.lower()
+    if not path.suffix:
+        path = path.with_suffix(suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = np.asarray(table, dtype=np.float32)
+    if suffix == ".npy":
+        np.save(path, table, allow_pickle=False)
+    elif suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        tensors = {"embeddings": np.ascontiguousarray(table)}
+        if user_ids is not None:
+            tensors["user_ids"] = np.asarray(user_ids, dtype=np.int64)
+        save_file(tensors, str(path))
+    elif suffix in (".csv", ".parquet"):
+        frame = pd.DataFrame(table, columns=[f"dim_{i}" for i in range(table.shape[1])])
+        if user_ids is not None:
+            frame.insert(0, "user_id", np.asarray(user_ids, dtype=np.int64))
+        if suffix == ".csv":
+            frame.to_csv(path, index=False, float_format="%.8g")
+        else:
+            frame.to_parquet(path, index=False)
+    else:
+        raise DataError(f"{path.name}: cannot write {suffix} files; use .npy, .csv, .parquet or .safetensors")
+    return path

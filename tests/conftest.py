@@ -16,7 +16,22 @@ if str(ROOT) not in sys.path:
 from core.data import default_ml100k_dir, load_movielens_100k, make_synthetic, split_per_user  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-os.environ.setdefault("PRIVACY_AUDIT_DEVICE", "cpu" if not torch.cuda.is_available() else "cuda")
+
+# Every device present: the CPU always, CUDA when there is one. Core tests that take the `device` fixture run once
+# per device, so the GPU path is tested wherever a GPU exists; the UI tests run once.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def on(model, device):
+    """The model on `device` (a copy when it has to move, so session fixtures stay on the CPU)."""
+    import copy
+
+    return model if model.device == torch.device(device) else copy.deepcopy(model).to(device)
 
 
 def _ml100k_dir() -> Path:

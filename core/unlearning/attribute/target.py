@@ -1,0 +1,135 @@
+"""Aim at a target, both sides (SPEC section 5): probe the leakage of a candidate table with the audit's own
+default attackers on held-out users, on every representation the model serves with, and verify with the full
+audit before reporting success.
+
+The probe is the audit itself with one repeat instead of three (5-fold CV, the same attackers), on a stratified
+sample of at most `probe_users` users: no weaker than the audit's strongest default attacker, only noisier. The
+verification is the full audit protocol; when it disagrees with the probe, the search goes on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from ...audit import DEFAULT_ATTACKERS, MAX_AUDIT_USERS, CrossValidation, run_audit
+from ...data import AttributeLabels
+from ...models import Recommender, served_representations
+
+PROBE_USERS = 20_000  # users a probe attacks at most (stratified); its AUC's standard error is then ~0.005
+PROBE = CrossValidation(n_splits=5, n_repeats=1)
+VERIFY = CrossValidation(n_splits=5, n_repeats=3)
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """Signed gaps AUC − 0.5 of the attacker farthest from 0.5, per (representation, attribute)."""
+
+    gaps: dict[tuple[str, str], float]
+    protocol: str
+
+    @property
+    def worst(self) -> float:
+        """The largest two-sided gap |AUC − 0.5| over attributes and representations."""
+        return max((abs(g) for g in self.gaps.values()), default=0.0)
+
+    @property
+    def worst_signed(self) -> float:
+        return max(self.gaps.values(), key=abs, default=0.0)
+
+    def describe(self) -> str:
+        return ", ".join(f"{attribute} [{rep}] {gap:+.3f}" for (rep, attribute), gap in self.gaps.items())
+
+
+def measure_leakage(table: torch.Tensor, labels: Mapping[str, AttributeLabels], model: Recommender | None,
+                    device: torch.device, seed: int, protocol: CrossValidation = PROBE,
+                    max_users: int = PROBE_USERS, attackers: tuple[str, ...] = DEFAULT_ATTACKERS) -> Leakage:
+    """The leakage of `table` (and of every representation the model derives from it) under `protocol`."""
+    gaps = {}
+    with torch.no_grad():
+        reps = served_representations(model, table.to(model.device) if model is not None else table)
+    for rep, values in reps.items():
+        audit = run_audit(values, labels, attackers=attackers, protocol=protocol, n_permutations=0, seed=seed,
+                          representation_name=rep, max_users=max_users, device=device)
+        for verdict in audit.verdicts:
+            gaps[(rep, verdict.attribute)] = verdict.auc - 0.5
+    return Leakage(gaps, protocol.label)
+
+
+@dataclass
+class TargetSearch:
+    """Book-keeping of a target-driven run: every candidate probed, the best so far, and what to report."""
+
+    original: torch.Tensor
+    labels: Mapping[str, AttributeLabels]
+    model: Recommender | None
+    device: torch.device
+    target_gap: float
+    seed: int
+    probe_users: int = PROBE_USERS
+    log: list[str] = field(default_factory=list)
+    best: tuple[float, torch.Tensor, Leakage] | None = None
+    before: Leakage | None = None
+    verified: Leakage | None = None
+    last_audit: Leakage | None = None
+    probes: int = 0
+
+    def probe(self, table: torch.Tensor, what: str) -> Leakage:
+        leakage = measure_leakage(table, self.labels, self.model, self.device, self.seed, PROBE, self.probe_users)
+        self.probes += 1
+        self.log.append(f"{what}: probe worst |AUC − 0.5| {leakage.worst:.3f} ({leakage.describe()})")
+        if self.best is None or leakage.worst < self.best[0]:
+            self.best = (leakage.worst, table.detach().clone(), leakage)
+        return leakage
+
+    def start(self) -> Leakage:
+        self.before = self.probe(self.original, "original")
+        return self.before
+
+    def within(self, leakage: Leakage) -> bool:
+        return leakage.worst <= self.target_gap
+
+    def verify(self, table: torch.Tensor, what: str) -> bool:
+        """The full audit protocol (5-fold CV ×3, the default attackers) on every representation."""
+        leakage = measure_leakage(table, self.labels, self.model, self.device, self.seed + 1, VERIFY,
+                                  MAX_AUDIT_USERS)
+        self.log.append(f"{what}: full audit worst |AUC − 0.5| {leakage.worst:.3f} ({leakage.describe()})")
+        self.last_audit = leakage
+        if self.within(leakage):
+            self.verified = leakage
+            return True
+        return False
+
+    def outcome(self, table: torch.Tensor | None) -> tuple[torch.Tensor, dict, str]:
+        """The table to return, the details and a note: the verified table when there is one, else the best
+        iterate, and never a table that leaks more than the original did."""
+        assert self.before is not None and self.best is not None
+        reached = table is not None and self.verified is not None
+        if not reached:
+            table = self.best[1]
+            if self.best[0] >= self.before.worst:
+                table = self.original
+        final = self.verified if reached else self.best[2]
+        details = {
+            "target_gap": self.target_gap, "reached": reached, "budget_exhausted": not reached,
+            "before": {f"{a} [{r}]": round(g, 4) for (r, a), g in self.before.gaps.items()},
+            "after": {f"{a} [{r}]": round(g, 4) for (r, a), g in final.gaps.items()},
+            "after_protocol": final.protocol, "probes": self.probes, "log": list(self.log),
+        }
+        if reached:
+            note = (f"target |AUC − 0.5| ≤ {self.target_gap} reached and verified by the full audit (worst "
+                    f"{self.verified.worst:.3f}).")
+        elif table is self.original:
+            note = (f"target |AUC − 0.5| ≤ {self.target_gap} NOT reached; no candidate leaked less than the original "
+                    f"(worst {self.before.worst:.3f}), so the original table is returned unchanged.")
+        else:
+            note = (f"target |AUC − 0.5| ≤ {self.target_gap} NOT reached within the budget; the best iterate is "
+                    f"returned (probe worst {self.best[0]:.3f}, before {self.before.worst:.3f}).")
+        return table, details, note
+
+
+def labelled_rows(groups) -> torch.Tensor:
+    """Indices of the users labelled for at least one of the attributes."""
+    return torch.stack([g.labelled for g in groups]).any(0).nonzero().squeeze(1)
+
