@@ -5,8 +5,10 @@ from pathlib import Path
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # so pages can import core and pages.common however the app is started
+if str(ROOT) not in sys.path:  # so pages can import core and ui however the app is started
     sys.path.insert(0, str(ROOT))
+
+from ui.widgets import device_caption  # noqa: E402  (after the path is set)
 
 st.set_page_config(page_title="Recommender privacy audit", page_icon=":material/shield_person:", layout="wide")
 
@@ -20,4 +22,5 @@ navigation = st.navigation(
         ],
     }
 )
+st.sidebar.caption(device_caption())  # chosen once per process, used by every page
 navigation.run()

@@ -1,7 +1,7 @@
 """Home: what the dashboard is for and the order of the pages."""
 import streamlit as st
 
-from pages.common import Keys, device_caption
+from ui.state import active_model
 
 st.title("Privacy audit for recommender systems")
 st.markdown(
@@ -14,13 +14,15 @@ st.markdown(
 **How to use it**
 1. **Model**: load data (the built-in demo, MovieLens-100K, or your own interactions CSV) and train or load a
    recommender (BPR-MF, NeuMF, LightGCN).
-2. **Audit**: attack the user embeddings to see how much each attribute leaks, with intervals and a
-   permutation test (or upload embeddings and an attributes table instead).
-3. **Unlearning**: remove one or several attributes with the methods on offer and compare leakage, ranking
-   quality and runtime before and after.
+2. **Audit**: attack every user representation the model serves with to see how much each attribute leaks
+   (a verdict per attribute against a tolerance on |AUC − 0.5|, with intervals and a permutation test), or upload
+   embeddings and an attributes table instead.
+3. **Unlearning**: remove one or several attributes, aiming at a target |AUC − 0.5|, and compare leakage,
+   ranking quality and runtime before and after.
+
+The compute device (a GPU when there is one) is shown in the sidebar.
 """
 )
-active = st.session_state.get(Keys.ACTIVE)
+active = active_model()
 if active is not None:
     st.success(f"Working on: {active.dataset.name}, {active.origin}.")
-st.caption(device_caption())

@@ -5,10 +5,12 @@ import streamlit as st
 from core.data import DataError, default_ml100k_dir
 from core.models import MODEL_INFO
 from core.training import DEFAULT_LR, TrainConfig
-from pages.common import (
-    DATA_SOURCES, DEMO, MOVIELENS, UPLOAD, Keys, activate_loaded, activate_trained, cached_dataset, cached_split,
-    cached_training, device_caption, progress_callback, ranking_table, save_active,
-)
+from core.checkpoint import save_model
+from ui.cache import cached_dataset, cached_split, cached_training, compute_device, loaded_model, trained_model
+from ui.data import DATA_SOURCES, DEMO, MOVIELENS, UPLOAD
+from ui.figures import ranking_table
+from ui.state import Keys, active_model, set_active
+from ui.widgets import progress_callback
 
 st.title("Model")
 st.caption("Load interactions, train a recommender or load a saved one, and check its ranking quality.")
@@ -71,14 +73,14 @@ with train_tab:
     lr = right.select_slider("Learning rate", [5e-4, 1e-3, 2e-3, 5e-3, 1e-2], value=DEFAULT_LR[kind], key="model_lr")
     config = TrainConfig(dim=dim, lr=lr, max_epochs=max_epochs)
     if st.button("Train", type="primary", key="train_button"):
-        bar = st.progress(0.0, text="Training…")
+        bar = st.progress(0.0, text=f"Training on {compute_device().type}…")
         try:
             result = cached_training(split, dataset.fingerprint, kind, config, progress=progress_callback(bar))
         finally:
             bar.empty()
-        activate_trained(dataset, split, result)
-        st.session_state["last_train_result"] = result
-    result = st.session_state.get("last_train_result")
+        set_active(trained_model(dataset, split, result))
+        st.session_state[Keys.LAST_TRAIN_RESULT] = result
+    result = st.session_state.get(Keys.LAST_TRAIN_RESULT)
     if result is not None and result.model.kind == kind:
         history = pd.DataFrame(result.history)
         if "valid NDCG@20" in history:
@@ -86,22 +88,21 @@ with train_tab:
         with st.expander("Save this model"):
             save_folder = st.text_input("Folder to save to", value=f"models/{dataset.name.replace(' ', '-')}-{kind}")
             if st.button("Save", key="save_button"):
-                save_active(save_folder, result, dataset)
+                save_model(save_folder, result, dataset)
                 st.success(f"Saved to {save_folder} (weights.safetensors + model.json).")
 with load_tab:
     load_folder = st.text_input("Folder of a saved model (weights.safetensors + model.json)", key="load_folder")
     if st.button("Load", key="load_button") and load_folder:
         try:
-            activate_loaded(dataset, split, load_folder)
+            set_active(loaded_model(dataset, split, load_folder))
         except DataError as error:
             st.error(f"Could not load the model: {error}")
 
 # ---------------------------------------------------------------- quality
-active = st.session_state.get(Keys.ACTIVE)
+active = active_model()
 if active is not None and active.dataset.fingerprint == dataset.fingerprint:
     st.subheader("3. Recommendation quality")
     st.caption(f"{active.origin}" + (f", {active.seconds:.1f} s" if active.seconds else ""))
     st.dataframe(ranking_table(active.test), hide_index=True)
     st.caption("Full ranking over all items with training and validation items masked; averaged over "
                f"{active.test.n_users:,} test users. The Audit and Unlearning pages use this model.")
-st.caption(device_caption())

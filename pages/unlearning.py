@@ -5,13 +5,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.attacks import ATTACKERS, CrossValidation, ShadowSplit
-from core.attribute_unlearning import UNLEARNERS
-from core.data import DataError, encode_attribute
-from core.evaluation import Comparison, tradeoff_sweep
-from pages.common import (
-    Keys, cached_evaluation, cached_unlearning, distribution_figure, hyperparameter_widgets, progress_callback,
-    tradeoff_figure, umap_figure, unlearning_subject,
+from core.audit import ATTACKERS, DEFAULT_TOLERANCE, CrossValidation, ShadowSplit
+from core.data import DataError
+from core.evaluation import Comparison
+from core.unlearning.attribute import UNLEARNERS
+from ui.cache import cached_evaluation, cached_unlearning, labels_key, run_sweep
+from ui.figures import comparison_table, distribution_figure, tradeoff_figure, umap_figure
+from ui.state import Keys
+from ui.targets import unlearning_subject
+from ui.widgets import (
+    attacker_picker, attribute_labels, auc_explanation, has_target, hyperparameter_widgets, progress_callback,
 )
 
 st.title("Unlearning")
@@ -22,55 +25,84 @@ subject = unlearning_subject("unlearn")
 if subject is None:
     st.stop()
 
-names = [c for c in subject.attributes.columns if subject.attributes[c].nunique() > 1]
+# ---------------------------------------------------------------- attributes
+names = subject.attribute_names
 attributes = st.multiselect("Attributes to forget", names, default=names[:1], key="unlearn_attributes")
 if not attributes:
     st.info("Choose at least one attribute.")
     st.stop()
-try:
-    labels = {n: encode_attribute(subject.attributes[n], n) for n in attributes}
-except DataError as error:
-    st.error(str(error))
+labels = attribute_labels("unlearn", subject.attributes, attributes)
+if labels is None:
     st.stop()
 
+# ---------------------------------------------------------------- methods
+st.subheader("Methods")
+target = st.number_input(
+    "Target |AUC − 0.5|", min_value=0.0, max_value=0.2, value=DEFAULT_TOLERANCE, step=0.01, format="%.3f",
+    key="unlearn_target",
+    help="Methods with a target (D2D-R, LEGO-style, joint and sequential D2D-R, U2U-R closed form) search their "
+         "strength until the full audit (default attackers, every representation the model serves with) verifies "
+         "|AUC − 0.5| ≤ this on both sides of 0.5; that takes seconds to a minute on 1,000 users. 0 = fixed "
+         "strength (the settings below). The linear eraser and the in-training baselines have no target.")
 available = [n for n, cls in UNLEARNERS.items()
              if (subject.active is not None or not cls.needs_model) and (len(attributes) == 1 or cls.multi_attribute)]
-default = [n for n in (("d2d_r", "leace") if len(attributes) == 1 else ("lego", "joint_d2d")) if n in available]
-methods = st.multiselect("Methods to compare", available, default=default, key="unlearn_methods",
+mode = "multi" if len(attributes) > 1 else "single"
+default = [n for n in (("d2d_r", "leace") if mode == "single" else ("lego", "joint_d2d")) if n in available]
+chosen = st.session_state.get("unlearn_methods")
+if st.session_state.get(Keys.UNLEARNING_METHODS_MODE) != mode or chosen is None or not set(chosen) <= set(available):
+    # one attribute <-> several: preselect the methods made for that case (LEGO-style and joint D2D-R for several)
+    st.session_state["unlearn_methods"] = default
+    st.session_state[Keys.UNLEARNING_METHODS_MODE] = mode
+methods = st.multiselect("Methods to compare", available, key="unlearn_methods",
                          format_func=lambda n: UNLEARNERS[n].label)
+if mode == "multi":
+    st.caption("Several attributes: LEGO-style (cached per-attribute calibrations, reused when you add or drop an "
+               "attribute) and joint D2D-R are preselected.")
 if not methods:
     st.info("Choose at least one method.")
     st.stop()
 
 params = {}
 for name in methods:
+    targeted = has_target(name)
     with st.expander(f"{UNLEARNERS[name].label}: settings"):
         st.caption(UNLEARNERS[name].description)
-        params[name] = hyperparameter_widgets(name, "unlearn")
+        if targeted and target > 0:
+            st.caption(f"Aims at the target set above: |AUC − 0.5| ≤ {target:.3f}, verified by the full audit.")
+        elif targeted:
+            st.caption("Target 0: runs at the fixed strength set here.")
+        else:
+            st.caption("No target: runs at the fixed strength set here.")
+        params[name] = hyperparameter_widgets(name, "unlearn", fixed={"target_gap": float(target)} if targeted else None)
 
+# ---------------------------------------------------------------- evaluation settings
+st.subheader("Evaluation")
 left, right = st.columns(2)
-attackers = tuple(left.multiselect("Attackers for the evaluation", list(ATTACKERS), default=["mlp", "xgboost"],
-                                   key="unlearn_attackers", format_func=lambda a: ATTACKERS[a].label))
+with left:
+    attackers = attacker_picker("unlearn")
 protocol_name = right.radio("Protocol", ["cv", "shadow"], horizontal=True, key="unlearn_protocol",
-                            format_func=lambda p: {"cv": "Balanced 5-fold CV ×3", "shadow": "Shadow split (10%)"}[p])
+                            format_func=lambda p: {"cv": CrossValidation().label, "shadow": "Shadow split (10%)"}[p])
 protocol = CrossValidation() if protocol_name == "cv" else ShadowSplit()
+tolerance = float(target) if target > 0 else DEFAULT_TOLERANCE
+right.caption(f"Verdicts compare each attribute's worst |AUC − 0.5| over the attackers and representations with "
+              f"{tolerance:.3f} (the target).")
 if not attackers:
     st.info("Choose at least one attacker.")
     st.stop()
 
 runs = st.session_state.setdefault(Keys.UNLEARNING_RUNS, {})
-context = (subject.key, tuple(attributes), attackers, protocol)
+context = (subject.key, labels_key(labels), attackers, protocol, tolerance)
 if st.button("Run unlearning", type="primary", key="unlearn_run"):
     bar = st.progress(0.0, text="Unlearning…")
     try:
         results = []
         for i, name in enumerate(methods):
             def scaled(fraction, message, i=i, name=name):
-                bar.progress(min(1.0, 0.5 * (i + fraction) / len(methods)), text=f"{UNLEARNERS[name].label}: {message}")
+                bar.progress(min(1.0, 0.6 * (i + fraction) / len(methods)), text=f"{UNLEARNERS[name].label}: {message}")
             results.append(cached_unlearning(subject, name, params[name], labels, progress=scaled))
         evaluate_bar = progress_callback(bar)
-        comparison = cached_evaluation(subject, results, labels, attackers, protocol,
-                                       progress=lambda f, m: evaluate_bar(0.5 + 0.5 * f, f"evaluating: {m}"))
+        comparison = cached_evaluation(subject, results, labels, attackers, protocol, tolerance,
+                                       progress=lambda f, m: evaluate_bar(0.6 + 0.4 * f, f"evaluating: {m}"))
     except (DataError, ValueError) as error:
         st.error(str(error))
         st.stop()
@@ -89,23 +121,28 @@ if not kept or not kept["runs"]:
     st.info("Run one or more methods: every run is kept here for comparison until you clear it.")
     st.stop()
 
+# ---------------------------------------------------------------- comparison
 comparison = Comparison((kept["original"], *kept["runs"]))
 st.subheader("Side by side")
-st.caption("AUC within ±0.05 of 0.5 means the attacker does no better than chance; an AUC far *below* 0.5 is "
-           "leakage too (the attacker's guesses are reversed). Runtime is the unlearning alone.")
-frame = comparison.to_frame()
+st.caption(auc_explanation(tolerance) + " Here the verdict compares the gap with the target (no permutation test); "
+           "'target reached' is the method's own check with the full audit. Runtime is the unlearning alone.")
+frame = comparison_table(comparison)
 st.dataframe(frame, hide_index=True, key="unlearn_table")
 st.download_button("Download the comparison (.csv)", frame.to_csv(index=False), file_name="unlearning_comparison.csv",
                    mime="text/csv", key="unlearn_comparison_csv")
 for row in kept["runs"]:
     if row.result.notes:
-        st.caption(f"{row.label}: {row.result.notes}")
+        st.caption(f"**{row.label}**: {row.result.notes}")
 
 labels_of_runs = [f"{i + 1}. {row.label}" for i, row in enumerate(kept["runs"])]
 choice = st.selectbox("Run to inspect", range(len(kept["runs"])), format_func=lambda i: labels_of_runs[i],
                       index=len(kept["runs"]) - 1, key="unlearn_inspect")
 run = kept["runs"][choice]
 edited = run.result.table.numpy()
+log = run.result.details.get("log")
+if log:
+    with st.expander("How the target was searched"):
+        st.code("\n".join(log), language=None)
 attribute = st.selectbox("Attribute", attributes, key="unlearn_attribute")
 
 st.subheader("Embedding distributions before and after")
@@ -127,6 +164,7 @@ csv.insert(0, "user_index", np.arange(len(edited)))
 right.download_button("Download the edited embeddings (.csv)", csv.to_csv(index=False), file_name=f"{run.method}.csv",
                       key="unlearn_csv")
 
+# ---------------------------------------------------------------- trade-off
 st.subheader("Privacy–utility trade-off")
 sweepable = [n for n in methods if UNLEARNERS[n].tradeoff_field and not UNLEARNERS[n].needs_model]
 if subject.active is None or not sweepable:
@@ -137,17 +175,19 @@ field = UNLEARNERS[swept].tradeoff_field
 centre = params[swept][field]
 weights = [centre * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
 store = st.session_state.setdefault(Keys.UNLEARNING_SWEEPS, {})
-sweep_key = (subject.key, swept, tuple(sorted(params[swept].items())), tuple(attributes))
+sweep_key = (subject.key, swept, tuple(sorted(params[swept].items())), labels_key(labels), attackers)
 if st.button(f"Sweep {field} over {', '.join(f'{w:g}' for w in weights)}", key="unlearn_sweep"):
     bar = st.progress(0.0, text="Sweeping…")
-    store[sweep_key] = tradeoff_sweep(swept, weights, subject.table, labels, subject.active.model,
-                                      subject.active.split, params=params[swept], progress=progress_callback(bar))
-    bar.empty()
+    try:
+        store[sweep_key] = run_sweep(subject, swept, weights, labels, params[swept], attackers,
+                                     progress=progress_callback(bar))
+    finally:
+        bar.empty()
 if sweep_key in store:
     original = kept["original"]
     points = pd.DataFrame([{"attribute": s.attribute, "attacker": ATTACKERS[s.attacker].label, "AUC": s.auc,
                             "NDCG@20": original.ranking["NDCG@20"]}
-                           for audit in list(original.audits.values())[:1] for s in audit.scores
-                           if s.attacker == "mlp"])
+                           for audit in list(original.audits.values())[:1] for s in audit.scores])
     st.plotly_chart(tradeoff_figure(store[sweep_key], points, field), key="unlearn_tradeoff")
-    st.caption("Each point is one run at that weight (MLP attacker, 5-fold CV once); the stars are the original.")
+    st.caption("Each point is one run at that weight at fixed strength (no target search), audited on the edited "
+               "table with 5-fold CV once; the stars are the original.")

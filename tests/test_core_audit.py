@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.attacks import ATTACKERS, CrossValidation, ShadowSplit, make_folds, run_audit
+from core.audit import ATTACKERS, DEFAULT_ATTACKERS, CrossValidation, ShadowSplit, audit_model, make_folds, run_audit
+from core.audit.verdict import auc_score, estimate
 from core.data import DataError, encode_attribute
 from core.uploads import prepare_upload
 
@@ -61,9 +62,10 @@ def test_same_seed_same_numbers():
 def test_random_embeddings_show_no_significant_leakage(ml100k_labels):
     table = np.random.default_rng(11).normal(size=(943, 64)).astype(np.float32)
     result = run_audit(table, ml100k_labels, )
+    assert result.params["attackers"] == list(DEFAULT_ATTACKERS)
     for verdict in result.verdicts:
-        assert not verdict.leaks, verdict.explanation
-        assert "No significant leakage" in verdict.explanation
+        assert not verdict.leaks and verdict.status == "no leak", verdict.explanation
+        assert verdict.explanation.startswith("No leak")
 
 
 def test_forced_equal_group_means_give_auc_below_half_and_still_count_as_leakage():
@@ -78,6 +80,78 @@ def test_forced_equal_group_means_give_auc_below_half_and_still_count_as_leakage
     assert verdict.auc < 0.45
     assert verdict.leaks
     assert "far below 0.5" in verdict.explanation and "better than random" not in verdict.explanation
+
+
+def test_p_values_are_corrected_for_every_attacker_and_representation():
+    """Bonferroni: the same attacker's p-value is multiplied by the number of (non-baseline) attackers times the
+    number of representations audited together."""
+    table, labels = gaussian_groups(n_per_class=60, shift=0.35, seed=4)
+    alone = run_audit(table, {"group": labels}, attackers=("logreg",), n_permutations=400).score("group", "logreg")
+    three = run_audit(table, {"group": labels}, attackers=("logreg", "mlp", "majority"), n_permutations=400,
+                      n_representations=2).score("group", "logreg")
+    assert 0 < alone.p_value < 0.25
+    assert three.p_value == pytest.approx(min(1.0, 4 * alone.p_value))
+
+
+def test_intervals_use_the_nadeau_bengio_correction():
+    values = [0.61, 0.65, 0.58, 0.70, 0.66]
+    result = estimate(values, train_test_ratio=0.25)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) * np.sqrt(1 / 5 + 0.25)
+    assert result.mean == pytest.approx(np.mean(values))
+    assert result.high - result.mean == pytest.approx(half)
+    plain = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) * np.sqrt(1 / 5)
+    assert result.high - result.mean > 1.5 * plain  # wider than the naive interval that treats folds as independent
+
+
+def test_multiclass_auc_is_the_macro_mean_over_every_class():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, 400)
+    proba = rng.dirichlet(np.ones(4), 400)
+    proba[codes == 2, 2] += 0.8  # only class 2 is recognisable
+    proba /= proba.sum(1, keepdims=True)
+    expected = roc_auc_score(codes, proba, multi_class="ovr", average="macro")
+    assert auc_score(codes, proba, 4) == pytest.approx(expected)
+    one_class = roc_auc_score(codes == 2, proba[:, 2])
+    assert abs(auc_score(codes, proba, 4) - one_class) > 0.1
+
+
+def test_integer_coded_categories_are_audited_as_categories():
+    """Occupation coded 0..9: a table that leaks which category a user has, not its order, must be found to leak.
+    Binning the codes into ranges would merge categories whose users differ and hide it."""
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 10, 2000)
+    directions = rng.normal(size=(10, 16))
+    table = (rng.normal(size=(2000, 16)) + 0.9 * directions[codes]).astype(np.float32)
+    labels = encode_attribute(pd.Series(codes, name="occupation"), "occupation")
+    assert labels.kind == "categorical" and labels.n_classes == 10
+    result = run_audit(table, {"occupation": labels}, attackers=("logreg",), n_permutations=50)
+    assert result.verdict("occupation").status == "leaks"
+    assert result.auc("occupation", "logreg") > 0.7
+
+
+def test_significance_and_size_are_kept_apart():
+    """A large population with a tiny real gap: significant, yet within the tolerance, so 'no leak' (said both
+    ways); a clear gap is 'leaks'."""
+    table, labels = gaussian_groups(n_per_class=6000, dim=8, shift=0.06, seed=1)
+    result = run_audit(table, {"group": labels}, attackers=("logreg",), n_permutations=100,
+                       protocol=CrossValidation(n_repeats=1))
+    verdict = result.verdict("group")
+    assert verdict.significant and verdict.leakage <= 0.05 and verdict.status == "no leak"
+    assert "significant" in verdict.explanation
+    strict = run_audit(table, {"group": labels}, attackers=("logreg",), n_permutations=100,
+                       protocol=CrossValidation(n_repeats=1), tolerance=0.005)
+    assert strict.verdict("group").status == "leaks"
+
+
+def test_large_populations_are_attacked_on_a_stated_stratified_sample():
+    table, labels = gaussian_groups(n_per_class=3000, dim=8, shift=0.5, seed=2)
+    result = run_audit(table, {"group": labels}, attackers=("logreg",), n_permutations=0, max_users=1000)
+    assert result.verdict("group").n_users == 1000
+    assert "stratified sample of 1,000 of 6,000" in result.notes[0]
 
 
 def test_shadow_split_trains_on_the_requested_fraction():
@@ -100,7 +174,7 @@ def test_ml100k_bpr_mf_leaks_gender(ml100k_bpr, ml100k_labels):
     table = ml100k_bpr.model.user_table()
     assert table.shape == (943, 64)
     result = run_audit(table, {"gender": ml100k_labels["gender"]})
-    for attacker in ("mlp", "xgboost"):
+    for attacker in ("mlp", "xgboost", "logreg"):
         assert result.auc("gender", attacker) >= 0.60
         assert result.score("gender", attacker).p_value < 0.05
     assert result.verdict("gender").leaks
@@ -109,12 +183,12 @@ def test_ml100k_bpr_mf_leaks_gender(ml100k_bpr, ml100k_labels):
 def test_batched_mlp_attacker_is_no_weaker_than_scikit_learns(ml100k_bpr, ml100k_labels):
     """The audit's MLP is a batched torch re-implementation (for speed); it must find at least as much as the
     reference MLPClassifier, before and after unlearning and on U2U-R's needles, or every 'removed' is suspect."""
-    from core.attribute_unlearning import make_unlearner
+    from core.unlearning.attribute import make_unlearner
 
     labels = {"gender": ml100k_labels["gender"]}
     table = ml100k_bpr.model.user_table()
     tables = {"original": table, "D2D-R": make_unlearner("d2d_r").fit_transform(table, labels).table,
-              "U2U-R": make_unlearner("u2u_r_closed").fit_transform(table, labels).table}
+              "U2U-R": make_unlearner("u2u_r_closed", target_gap=0).fit_transform(table, labels).table}
     for name, values in tables.items():
         for protocol in (CrossValidation(n_repeats=1), ShadowSplit(n_repeats=2)):
             result = run_audit(values, labels, attackers=("mlp", "mlp_sklearn"), protocol=protocol, n_permutations=0)
@@ -180,12 +254,14 @@ def test_single_class_attribute_is_refused():
 # ------------------------------------------------------------------------------------------------ CLI gate
 
 
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
 def run_gate(embeddings: Path, attributes: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "core", "audit", "--embeddings", str(embeddings), "--attributes", str(attributes),
-         "--attribute", "gender", "--max-auc", "0.6", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    return run_cli("audit", "--embeddings", str(embeddings), "--attributes", str(attributes), "--attribute", "gender",
+                   "--max-gap", "0.05", "--device", "cpu", *extra)
 
 
 def test_cli_gate_blocks_the_movielens_embedding_and_passes_random_ones(tmp_path, ml100k_bpr, ml100k):
@@ -200,6 +276,54 @@ def test_cli_gate_blocks_the_movielens_embedding_and_passes_random_ones(tmp_path
     passed = run_gate(random, attributes)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "gate passed" in passed.stdout
+
+
+def test_cli_gate_catches_the_mirror_of_an_exact_linear_erasure(tmp_path, ml100k_bpr, ml100k, ml100k_labels):
+    """After an exact in-sample erasure a cross-validated linear attacker reads AUC far below 0.5: the default
+    audit (which includes logistic regression) must fail the gate, not pass it."""
+    from core.unlearning.attribute import make_unlearner
+
+    labels = {"gender": ml100k_labels["gender"]}
+    erased = make_unlearner("leace", chance_level=False).fit_transform(ml100k_bpr.model.user_table(), labels).table
+    attributes = tmp_path / "attributes.csv"
+    ml100k.attributes.assign(user_id=np.arange(ml100k.n_users))[["user_id", "gender"]].to_csv(attributes, index=False)
+    table = tmp_path / "erased.npy"
+    np.save(table, erased.numpy())
+    result = run_gate(table, attributes)
+    assert result.returncode == 1, result.stdout
+    assert "GATE FAILED: gender leaks" in result.stdout and "far below 0.5" in result.stdout
+
+
+def test_cli_audits_every_representation_of_a_saved_model(tmp_path):
+    folder = tmp_path / "lightgcn"
+    trained = run_cli("train", "--data", "synthetic", "--model", "lightgcn", "--epochs", "3", "--out", str(folder),
+                      "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    audited = run_cli("audit", "--model", str(folder), "--attribute", "gender", "--permutations", "0",
+                      "--device", "cpu")
+    assert audited.returncode == 1, audited.stdout + audited.stderr  # the demo's gender leaks
+    assert "audit: layer0" in audited.stdout and "audit: propagated" in audited.stdout
+
+
+def test_cli_unlearn_writes_a_clean_table_with_its_ids_that_the_gate_then_passes(tmp_path, ml100k_bpr, ml100k):
+    ids = np.arange(1, ml100k.n_users + 1)
+    embeddings = tmp_path / "users.csv"
+    frame = pd.DataFrame(ml100k_bpr.model.user_table().numpy()).add_prefix("d")
+    frame.insert(0, "user_id", ids)
+    frame.to_csv(embeddings, index=False)
+    attributes = tmp_path / "attributes.csv"
+    ml100k.attributes.assign(user_id=ids)[["user_id", "gender"]].to_csv(attributes, index=False)
+    out = tmp_path / "clean.csv"
+    result = run_cli("unlearn", "--embeddings", str(embeddings), "--attributes", str(attributes), "--attribute",
+                     "gender", "--method", "d2d_r", "--out", str(out), "--report", str(tmp_path / "r.json"),
+                     "--permutations", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = pd.read_csv(out)
+    assert list(written["user_id"]) == list(ids) and written.shape == (ml100k.n_users, 65)
+    report = pd.read_json(tmp_path / "r.json")
+    assert list(report["verdict"]) == ["leaks", "no leak"]
+    gate = run_gate(out, attributes, "--permutations", "0")
+    assert gate.returncode == 0, gate.stdout
 
 
 def test_cli_gate_explains_bad_input(tmp_path):

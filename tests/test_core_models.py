@@ -72,18 +72,40 @@ def small_demo_split():
 
 
 @pytest.mark.parametrize("kind", ["bpr", "neumf", "lightgcn"])
-def test_training_improves_validation_ndcg_and_is_repeatable(small_demo_split, kind):
+def test_training_improves_validation_ndcg_and_is_repeatable(small_demo_split, kind, device):
     config = TrainConfig(dim=16, max_epochs=6, patience=6, lr=1e-2, seed=4)
     untrained = build_model(kind, small_demo_split.n_users, small_demo_split.n_items,
-                            train_pairs=small_demo_split.train, dim=16, seed=4)
-    before = evaluate_full(untrained.scorer(), small_demo_split, "valid", ks=(20,))["NDCG@20"]
-    first = train_model(kind, small_demo_split, config)
+                            train_pairs=small_demo_split.train, dim=16, seed=4).to(device)
+    before = evaluate_full(untrained.scorer(), small_demo_split, "valid", ks=(20,), device=device)["NDCG@20"]
+    first = train_model(kind, small_demo_split, config, device=device)
     assert first.valid["NDCG@20"] > before + 0.02
     assert first.history[first.best_epoch - 1]["valid NDCG@20"] == pytest.approx(first.valid["NDCG@20"], abs=1e-6)
-    second = train_model(kind, small_demo_split, config)
-    # same seed, same numbers, bitwise, with several threads too (deterministic CPU algorithms)
-    assert torch.equal(first.model.user_table(), second.model.user_table())
-    assert first.best_epoch == second.best_epoch
+    second = train_model(kind, small_demo_split, config, device=device)
+    assert first.model.device == torch.device(device)
+    if torch.device(device).type == "cpu":
+        # same seed, same numbers, bitwise, with several threads too (deterministic CPU algorithms)
+        assert torch.equal(first.model.user_table(), second.model.user_table())
+        assert first.best_epoch == second.best_epoch
+    else:  # CUDA's scatter-add is not deterministic: the same seed agrees to a stated tolerance
+        assert torch.allclose(first.model.user_table(), second.model.user_table(), atol=1e-3)
+    assert not torch.are_deterministic_algorithms_enabled()  # the switch is scoped to training, not left behind
+
+
+def test_cpu_and_gpu_training_agree_within_tolerance(small_demo_split):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine: the CPU/GPU agreement is checked where one is present")
+    config = TrainConfig(dim=16, max_epochs=3, patience=3, lr=1e-2, seed=4)
+    cpu = train_model("bpr", small_demo_split, config, device="cpu")
+    gpu = train_model("bpr", small_demo_split, config, device="cuda")
+    assert gpu.valid["NDCG@20"] == pytest.approx(cpu.valid["NDCG@20"], abs=0.01)
+
+
+def test_a_saved_model_loads_onto_either_device(saved, small_demo_split, device):
+    folder, result = saved
+    model, _ = load_model(folder, small_demo_split.dataset, device=device)
+    assert model.device == torch.device(device)
+    scores = model.scorer()(torch.arange(5, device=device)).cpu()
+    assert torch.allclose(scores, result.model.scorer()(torch.arange(5)), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -359,7 +359,7 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     result = make_unlearner("d2d_r").fit_transform(table, labels, model)
     reps = {rep for rep, _ in [k.rsplit(" [", 1) for k in result.details["after"]]}
     assert {"layer0]", "propagated]"} <= reps
-    table_only = make_unlearner("d2d_r", representations="table", target_gap=0, closed_form_start=False
+    table_only = make_unlearner("d2d_r", representations="table", target_gap=0, closed_form="off"
                                 ).fit_transform(table, labels, model).table
     propagated = lambda t: model.representations(t)["propagated"]  # noqa: E731
     gap = lambda t: abs(run_audit(propagated(t), labels, attackers=("logreg",), n_permutations=0)  # noqa: E731

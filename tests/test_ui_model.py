@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages.common import UPLOAD, Keys
+from ui.data import UPLOAD
+from ui.state import Keys
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -24,6 +25,8 @@ def test_home_says_what_the_app_is_for():
     at = open_page()
     assert at.title[0].value == "Privacy audit for recommender systems"
     assert "leak attributes" in at.markdown[0].value
+    # the compute device is chosen once for the process and named in the sidebar on every page
+    assert at.sidebar.caption[0].value.startswith("Compute device: cpu")
 
 
 def test_model_page_trains_on_the_demo_and_shows_metrics():

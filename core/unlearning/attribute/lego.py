@@ -56,8 +56,8 @@ class CalibrationCache:
 class LegoStyle(D2DR):
     """LEGO-style multi-attribute unlearning.
 
-    Step 1, calibration: for each attribute alone, an offset Δ_a = the closed-form moment matching of that
-    attribute (the least mean squared move that gives its groups a random group's mean and covariance), optionally
+    Step 1, calibration: for each attribute alone, an offset Δ_a = the closed-form matching of that attribute (the
+    least mean squared move that gives its groups a random group's mean, or mean and covariance), optionally
     refined by `calibration_steps` MMD passes; each Δ_a cached in the caller's CalibrationCache. Step 2,
     combination: θ_S = θ* + Σ w_a Δ_a with weights w ≥ 0 fitted to the requested set's MMD + α‖θ_S − θ*‖². Then,
     as D2D-R, the target-driven search from that start (least strength, MMD refinement, full-audit verification).
@@ -83,7 +83,7 @@ class LegoStyle(D2DR):
         if model is not None:
             context += [table_digest(v) for v in model.derived_representations(original).values()]
         settings = (self.alpha, self.estimator, self.calibration_steps, self.lr, self.batch_users, self.seed,
-                    self.representations)
+                    self.representations, self.closed_form)
         return {name: (*context, name, labels_digest(attribute), *settings) for name, attribute in labels.items()}
 
     def calibrate(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels],
@@ -101,7 +101,8 @@ class LegoStyle(D2DR):
                 continue
             report(progress, 0.3 * i / len(labels), f"calibrating {name}")
             (groups,) = group_codes({name: attribute}, len(original), original.device)
-            calibrated = moment_match(original, [(groups.codes, groups.n_classes)], self.seed)
+            calibrated = moment_match(original, [(groups.codes, groups.n_classes)], self.seed,
+                                      covariance=self.closed_form == "mean+covariance")
             if self.calibration_steps:
                 calibrated, _ = d2d_optimise(original, calibrated, [groups], self, model, None,
                                              steps=self.calibration_steps)
@@ -140,7 +141,7 @@ class LegoStyle(D2DR):
         combined = original + (weights[:, None, None] * stacked).sum(0)
         if self.joint_rounds and len(labels) > 1:
             combined = moment_match(combined, [(g.codes, g.n_classes) for g in groups], self.seed + 1,
-                                    rounds=self.joint_rounds)
+                                    rounds=self.joint_rounds, covariance=self.closed_form == "mean+covariance")
         weights_by_name = dict(zip(labels, [round(float(w), 3) for w in weights]))
         notes = f"combination weights {weights_by_name}; {cached_before} of {len(labels)} calibrations reused from the cache"
         details = {"weights": weights_by_name, "reused_calibrations": cached_before,
