@@ -19,7 +19,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "demo"])
     parser.add_argument("--models", nargs="+", default=["bpr", "neumf", "lightgcn"])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args()
+    device = get_device(args.device)
     rows = []
     for name in args.datasets:
         if name == "demo":
@@ -31,7 +33,7 @@ def main() -> None:
             dataset = load_movielens_100k(folder)
         split = split_per_user(dataset, seed=0)
         for kind in args.models:
-            result = train_model(kind, split, TrainConfig(lr=DEFAULT_LR[kind]), device=get_device())
+            result = train_model(kind, split, TrainConfig(lr=DEFAULT_LR[kind]), device=device)
             test = result.test.metrics
             rows.append({
                 "dataset": dataset.name, "model": result.model.label, "NDCG@10": test["NDCG@10"],

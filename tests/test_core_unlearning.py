@@ -177,7 +177,7 @@ def test_leace_equalises_class_means_and_matches_the_concept_erasure_oracle():
     for onehot in (first, second):
         means = (onehot.T @ erased) / onehot.sum(0)[:, None]
         assert float((means - means.mean(0)).abs().max()) < 1e-4
-    oracle = LeaceEraser.fit(x.double(), indicators.double())(x.double()).float()
+    oracle = LeaceEraser.fit(x.double(), indicators.double(), shrinkage=False)(x.double()).float()
     assert torch.allclose(erased, oracle, atol=1e-4), float((erased - oracle).abs().max())
 
 
@@ -277,9 +277,10 @@ def test_u2u_r_collapses_groups_and_xgboost_finds_them(ml100k_bpr, ml100k_labels
 
 
 def test_d2d_r_reaches_the_target_on_a_large_uploaded_population():
-    """100,000 users × 64 with a planted attribute and no model: the closed-form stage reaches the target, the
-    probe and the audit attack stratified samples, and nothing of size N² is ever built."""
-    table, labels = planted_population(100_000, dim=64, strength=1.0, seed=1)
+    """100,000 users × 64 with a planted mean shift and no model: the closed-form stage reaches the target, the
+    probe and the audit attack stratified samples, and nothing of size N² is ever built. (The benchmark runs the
+    harder populations, with variance and cluster signals, at up to a million users.)"""
+    table, labels = planted_population(100_000, dim=64, strength=2.2, seed=1, signals=("mean",))
     before = worst_gap(table[:20000], {"planted": encode_attribute(pd.Series(labels.codes[:20000]), "planted")},
                        protocol=CrossValidation(n_repeats=1))
     assert before > 0.15
@@ -357,8 +358,8 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     model, labels = demo_lightgcn, {"gender": demo_labels["gender"]}
     table = model.user_table()
     result = make_unlearner("d2d_r").fit_transform(table, labels, model)
-    reps = {rep for rep, _ in [k.rsplit(" [", 1) for k in result.details["after"]]}
-    assert {"layer0]", "propagated]"} <= reps
+    reps = {key.rsplit(" [", 1)[1].rstrip("]") for key in result.details["after"]}
+    assert reps == {"layer0", "propagated"}
     table_only = make_unlearner("d2d_r", representations="table", target_gap=0, closed_form="off"
                                 ).fit_transform(table, labels, model).table
     propagated = lambda t: model.representations(t)["propagated"]  # noqa: E731

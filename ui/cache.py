@@ -8,6 +8,7 @@ cannot replay the progress-bar updates made inside a cached function.
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -50,20 +51,25 @@ def calibration_cache() -> CalibrationCache:
 
 
 @st.cache_resource(show_spinner=False)
-def _store(name: str) -> dict:
-    """A per-process dictionary of computed results (models, audits, unlearning runs), one per `name`."""
-    return {}
+def _store(name: str) -> tuple[dict, threading.Lock]:
+    """A per-process dictionary of computed results (models, audits, unlearning runs), one per `name`, with the
+    lock that guards it: Streamlit serves every browser session on its own thread."""
+    return {}, threading.Lock()
 
 
 def _remember(name: str, key, compute, max_entries: int):
-    """`compute()` once per key in the store `name`, the oldest entry dropped past `max_entries`."""
-    store = _store(name)
-    if key not in store:
-        value = compute()
+    """`compute()` once per key in the store `name`, the oldest entry dropped past `max_entries`. The computation
+    runs outside the lock (it can take minutes); two sessions asking at once may both compute, and one result is
+    kept."""
+    store, lock = _store(name)
+    with lock:
+        if key in store:
+            return store[key]
+    value = compute()
+    with lock:
         while len(store) >= max_entries:
             store.pop(next(iter(store)))
-        store[key] = value
-    return store[key]
+        return store.setdefault(key, value)
 
 
 def digest(*arrays) -> str:

@@ -46,10 +46,11 @@ class D2DR(AttributeUnlearner):
     target_gap: float = hp(TARGET_GAP, "target |AUC − 0.5| for every default attacker on every representation; the "
                            "strength is searched until the full audit verifies it (0 = fixed strength: the paper's "
                            "D2D-R with the settings below)", 0.0, 0.2)
-    closed_form: str = hp("mean", "closed-form start: 'mean' (each group onto the mean of a random group of its "
+    closed_form: str = hp("auto", "closed-form start: 'mean' (each group onto the mean of a random group of its "
                           "size), 'mean+covariance' (also the covariance, Gaussian transport; pins 2,080 statistics "
-                          "per group in 64 dimensions, which mirrors for non-linear attackers), or 'off'",
-                          choices=("mean", "mean+covariance", "off"))
+                          "per group in 64 dimensions, which mirrors for non-linear attackers on small groups), "
+                          "'auto' (target-driven: the mean first, the covariance too when the probe needs it), "
+                          "or 'off'", choices=("auto", "mean", "mean+covariance", "off"))
     alpha: float = hp(1.0, "weight of the regulariser (parameter space: ‖θ − θ*‖² per user / variance); in target-driven mode the starting weight, adapted by the search", 1e-3, 100.0, True)
     steps: int = hp(100, "MMD passes over the users (the refinement budget in target-driven mode)", 0, 3000)
     max_seconds: float = hp(900.0, "time budget of a target-driven run, seconds", 10.0, 36000.0, True)
@@ -94,21 +95,34 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
         return table, [], {"notes": f"the original already meets the target; nothing was changed ({note})",
                            "details": details}
     history: list[float] = []
+    candidates = [(start_label, start)] if start is not None else []
     if start is None and config.closed_form != "off":
-        report(progress, 0.05, "closed-form moment matching")
-        start = config._closed_form(original, groups)
-    table = original.clone() if start is None else start
-    chosen = None
-    if start is not None and search.within(search.probe(table, start_label)) and search.verify(table, start_label):
-        chosen = table
+        # 'auto': the means first; the covariances too only if the means are not enough (pinning covariances
+        # mirrors on small groups, but the mirror shrinks as d²/n, so it is what large populations need)
+        kinds = ("mean", "mean+covariance") if config.closed_form == "auto" else (config.closed_form,)
+        candidates = [(f"closed form ({kind})", None, kind) for kind in kinds]
+    table, chosen, best_start = original.clone(), None, None
+    for label, candidate, *kind in candidates:
+        if candidate is None:
+            report(progress, 0.05, label)
+            candidate = replace(config, closed_form=kind[0])._closed_form(original, groups)
+        leakage = search.probe(candidate, label)
+        if search.within(leakage) and search.verify(candidate, label):
+            chosen = candidate
+            break
+        if best_start is None or leakage.worst < best_start[0]:
+            best_start = (leakage.worst, candidate)
+    if chosen is None and best_start is not None:
+        table = best_start[1]
     alpha, passes = config.alpha, 0
-    while chosen is None and passes < config.steps and time.perf_counter() - began < config.max_seconds:
+    deadline = began + config.max_seconds
+    while chosen is None and passes < config.steps and time.perf_counter() < deadline:
         chunk = min(REFINE_CHUNK, config.steps - passes)
         fraction = 0.2 + 0.75 * passes / max(1, config.steps)
         refined, part = d2d_optimise(original, table, groups, replace(config, alpha=alpha), model,
                                      scaled(progress, fraction, fraction + 0.75 * chunk / max(1, config.steps),
-                                            f"MMD refinement (α = {alpha:.3g}): "), steps=chunk)
-        passes += chunk
+                                            f"MMD refinement (α = {alpha:.3g}): "), steps=chunk, deadline=deadline)
+        passes += len(part)
         history.extend(part)
         what = f"MMD refinement, {passes} passes, α = {alpha:.3g}"
         leakage = search.probe(refined, what)
@@ -151,7 +165,7 @@ class _RowAdam:
 
 def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[GroupCodes], config: D2DR,
                  model: Recommender | None, progress: Progress | None, steps: int | None = None,
-                 ) -> tuple[torch.Tensor, list[float]]:
+                 deadline: float | None = None) -> tuple[torch.Tensor, list[float]]:
     """`steps` passes of MMD + regulariser descent from `start`. A pass visits every labelled user once, in
     shuffled mini-batches of `batch_users` (one batch for small tables), each followed by a per-row Adam step on
     that batch's rows: the kernel is only ever batch × batch, so memory does not grow with N, and the steps per pass
@@ -206,6 +220,8 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
                 row_adam.step(batch, grad)
             pass_loss += float(loss.detach()) / len(batches)
         history.append(pass_loss)
+        if deadline is not None and time.perf_counter() > deadline:
+            break  # the time budget of a target-driven run is checked after every pass
         if step % 5 == 0:
             report(progress, step / max(1, steps), f"pass {step + 1}/{steps}: loss {history[-1]:.4f}")
     return table.detach(), history
