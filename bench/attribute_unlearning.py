@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["synthetic", "subsample", "demo", "ml100k"])
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
+    parser.add_argument("--section", default="attribute_unlearning",
+                        help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
     device = get_device(args.device)
     rows = []
@@ -143,7 +145,7 @@ def main() -> None:
     if "demo" in args.only:
         rows += demo_rows(device)
     if "ml100k" in args.only:
-        rows += movielens_rows(device, args.models)
+        rows += movielens_rows(device, tuple(args.models))
     frame = pd.DataFrame(rows)
     print(table(frame, ".3f"))
     body = (f"Device: {describe(device)}. Every row runs the product's defaults (D2D-R for one attribute, "
@@ -154,7 +156,9 @@ def main() -> None:
             "independently of the method's own probe. 'verdict' is that number against 0.05. Synthetic rows are "
             "uploaded tables with no model (no NDCG). 'peak RSS GB' is the process's high-water mark so far "
             "(rows run in order, so it only grows).\n\n" + table(frame, ".3f"))
-    write_section("attribute_unlearning", "Attribute unlearning: the target where nothing was tuned", body)
+    title = "Attribute unlearning: the target where nothing was tuned" + (
+        f" ({', '.join(args.only)})" if args.section != "attribute_unlearning" else "")
+    write_section(args.section, title, body)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.audit import ATTACKERS, DEFAULT_ATTACKERS, CrossValidation, ShadowSplit, audit_model, make_folds, run_audit
+from core.audit import ATTACKERS, DEFAULT_ATTACKERS, CrossValidation, ShadowSplit, make_folds, run_audit
 from core.audit.verdict import auc_score, estimate
 from core.data import DataError, encode_attribute
 from core.uploads import prepare_upload

@@ -134,9 +134,10 @@ def audit_model(model, labels: Mapping[str, AttributeLabels], table: torch.Tenso
                 **kwargs) -> dict[str, AuditResult]:
     """Audit every representation the model serves with (LightGCN: layer 0 and propagated; NeuMF: both tables
     together), with an edited table if given; p-values corrected over all of them."""
-    from ..evaluation import representations_of
+    from ..models import served_representations
 
-    reps = representations_of(model.user_table() if table is None else table, model)
+    table = model.user_table() if table is None else torch.as_tensor(table).to(model.device)
+    reps = served_representations(model, table)
     return {name: run_audit(rep, labels, representation_name=name, n_representations=len(reps), **kwargs)
             for name, rep in reps.items()}
 

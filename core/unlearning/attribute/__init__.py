@@ -14,6 +14,9 @@ from .lego import CalibrationCache, LegoStyle
 from .linear import LinearEraser
 from .u2u import U2UR, U2URClosedForm
 
+__all__ = ["UNLEARNERS", "AttributeUnlearner", "CalibrationCache", "HyperParameter", "UnlearningResult",
+           "hyperparameters", "make_unlearner"]
+
 UNLEARNERS: dict[str, type[AttributeUnlearner]] = {
     cls.name: cls for cls in (D2DR, U2UR, U2URClosedForm, LinearEraser, LegoStyle, JointD2DR, SequentialD2DR,
                               InTRetrain, AdvInT)
@@ -21,10 +24,10 @@ UNLEARNERS: dict[str, type[AttributeUnlearner]] = {
 
 
 def make_unlearner(name: str, **params) -> AttributeUnlearner:
+    """The registered method `name` built with `params` (its hyper-parameters; the rest at their defaults)."""
     if name not in UNLEARNERS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(UNLEARNERS)}")
     return UNLEARNERS[name](**params)
-
 
 
 def hyperparameters(name: str) -> list[HyperParameter]:

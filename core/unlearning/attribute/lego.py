@@ -111,7 +111,7 @@ class LegoStyle(D2DR):
         return offsets, reused
 
     def _run(self, original, labels, context):
-        model, split, progress, device = context.model, context.split, context.progress, context.device
+        model, progress, device = context.model, context.progress, context.device
         start = time.perf_counter()
         offsets, cached_before = self.calibrate(original, labels, model, context.cache, progress)
         model_for_mmd = model if uses_derived(model, self.representations, original) else None

@@ -42,7 +42,7 @@ class U2UR(AttributeUnlearner):
     lr: float = hp(0.05, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
 
     def _run(self, original, labels, context):
-        model, split, progress, device = context.model, context.split, context.progress, context.device
+        progress, device = context.progress, context.device
         groups = group_codes(labels, len(original), device)
         scale = total_variance(original)
         spread = scale.sqrt() / np.sqrt(original.shape[1])
