@@ -137,28 +137,37 @@ def main() -> None:
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
     device = get_device(args.device)
-    rows = []
-    if "synthetic" in args.only:
-        rows += synthetic_rows(device, args.sizes)
-    if "subsample" in args.only:
-        rows += subsample_rows(device)
-    if "demo" in args.only:
-        rows += demo_rows(device)
-    if "ml100k" in args.only:
-        rows += movielens_rows(device, tuple(args.models))
-    frame = pd.DataFrame(rows)
-    print(table(frame, ".3f"))
-    body = (f"Device: {describe(device)}. Every row runs the product's defaults (D2D-R for one attribute, "
-            "LEGO-style for several; target |AUC − 0.5| ≤ 0.05, closed-form start, MMD refinement up to 100 passes "
-            "or 900 s). 'before'/'after': the largest |AUC − 0.5| over MLP, XGBoost and logistic regression, every "
-            "attribute of the request and every served representation (LightGCN: layer 0 and propagated; NeuMF: "
-            "both tables), 5-fold CV ×3 on every labelled user (a stratified 50,000 past that), measured "
-            "independently of the method's own probe. 'verdict' is that number against 0.05. Synthetic rows are "
-            "uploaded tables with no model (no NDCG). 'peak RSS GB' is the process's high-water mark so far "
-            "(rows run in order, so it only grows).\n\n" + table(frame, ".3f"))
     title = "Attribute unlearning: the target where nothing was tuned" + (
         f" ({', '.join(args.only)})" if args.section != "attribute_unlearning" else "")
-    write_section(args.section, title, body)
+    rows: list[dict] = []
+
+    def record(new_rows: list[dict], done: bool = False) -> None:
+        """Rewrite the section after every row, so a long run that is stopped keeps what it measured."""
+        rows.extend(new_rows)
+        frame = pd.DataFrame(rows)
+        status = "" if done else f"(run in progress: {len(rows)} rows so far)\n\n"
+        body = (f"Device: {describe(device)}. Every row runs the product's defaults (D2D-R for one attribute, "
+                "LEGO-style for several; target |AUC − 0.5| ≤ 0.05, closed-form start, MMD refinement up to 100 "
+                "passes or 900 s). 'before'/'after': the largest |AUC − 0.5| over MLP, XGBoost and logistic "
+                "regression, every attribute of the request and every served representation (LightGCN: layer 0 and "
+                "propagated; NeuMF: both tables), 5-fold CV ×3 on every labelled user (a stratified 50,000 past "
+                "that), measured independently of the method's own probe. 'verdict' is that number against 0.05. "
+                "Synthetic rows are uploaded tables with no model (no NDCG). 'peak RSS GB' is the process's "
+                "high-water mark so far (rows run in order, so it only grows).\n\n" + status + table(frame, ".3f"))
+        write_section(args.section, title, body)
+
+    if "synthetic" in args.only:
+        for n in args.sizes:
+            record(synthetic_rows(device, [n]))
+    if "subsample" in args.only:
+        record(subsample_rows(device))
+    if "demo" in args.only:
+        record(demo_rows(device))
+    if "ml100k" in args.only:
+        for kind in args.models:
+            record(movielens_rows(device, (kind,)))
+    record([], done=True)
+    print(table(pd.DataFrame(rows), ".3f"))
 
 
 if __name__ == "__main__":
