@@ -9,7 +9,7 @@ representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and CUD
 
 Writes the "attribute_unlearning" section of bench/RESULTS.md.
 Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
-       [--sizes 10000 100000 1000000]
+       [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--section NAME]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from core.data import default_ml100k_dir, encode_attribute, load_movielens_100k,
 from core.device import describe, get_device
 from core.metrics import evaluate_full
 from core.models import served_representations
-from core.populations import PLANTED_STRENGTHS, planted_population
+from core.populations import PLANTED_STRENGTHS, SIGNALS, planted_population
 from core.training import DEFAULT_LR, TrainConfig, train_model
 from core.unlearning.attribute import make_unlearner
 
@@ -116,12 +116,13 @@ def demo_rows(device) -> list[dict]:
             run_row("demo bpr", model.user_table(), labels, model, split, device)]
 
 
-def synthetic_rows(device, sizes) -> list[dict]:
+def synthetic_rows(device, sizes, signals=SIGNALS) -> list[dict]:
     rows = []
+    kinds = "+".join(signals)
     for n in sizes:
         for strength_name, strength in PLANTED_STRENGTHS.items():
-            table_, labels = planted_population(n, 64, strength, seed=n % 97)
-            rows.append(run_row(f"synthetic {n:,} × 64, {strength_name}", torch.as_tensor(table_),
+            table_, labels = planted_population(n, 64, strength, seed=n % 97, signals=signals)
+            rows.append(run_row(f"synthetic {n:,} × 64, {strength_name} {kinds}", torch.as_tensor(table_),
                                 {"planted": labels}, None, None, device))
             del table_
     return rows
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["synthetic", "subsample", "demo", "ml100k"])
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
+    parser.add_argument("--signals", nargs="*", default=list(SIGNALS), help="planted signals of the synthetic rows")
     parser.add_argument("--section", default="attribute_unlearning",
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
@@ -158,7 +160,7 @@ def main() -> None:
 
     if "synthetic" in args.only:
         for n in args.sizes:
-            record(synthetic_rows(device, [n]))
+            record(synthetic_rows(device, [n], tuple(args.signals)))
     if "subsample" in args.only:
         record(subsample_rows(device))
     if "demo" in args.only:
