@@ -51,7 +51,8 @@ class D2DR(AttributeUnlearner):
                           "per group in 64 dimensions, which mirrors for non-linear attackers on small groups), "
                           "'auto' (target-driven: the mean first, the covariance too when the probe needs it), "
                           "or 'off'", choices=("auto", "mean", "mean+covariance", "off"))
-    alpha: float = hp(1.0, "weight of the regulariser (parameter space: ‖θ − θ*‖² per user / variance); in target-driven mode the starting weight, adapted by the search", 1e-3, 100.0, True)
+    alpha: float = hp(1.0, "weight of the regulariser (parameter space: ‖θ − θ*‖² per user / variance); in "
+                      "target-driven mode the starting weight, adapted by the search", 1e-3, 100.0, True)
     steps: int = hp(100, "MMD passes over the users (the refinement budget in target-driven mode)", 0, 3000)
     max_seconds: float = hp(900.0, "time budget of a target-driven run, seconds", 10.0, 36000.0, True)
     lr: float = hp(0.1, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
