@@ -1,5 +1,5 @@
-"""Closed-form moment matching: move each attribute group onto the mean and covariance of a random group of the
-same size (SPEC section 5, "Scale" and "Aim at a target").
+"""Closed-form moment matching: move each attribute group onto the mean (and optionally the covariance) of a random
+group of the same size (SPEC section 5, "Scale" and "Aim at a target").
 
 For a group g with mean μ_g and covariance Σ_g, the map x ↦ μ̃_g + A_g (x − μ_g), with A_g the optimal-transport
 map between Gaussians, A = Σ_g^{-½} (Σ_g^{½} Σ̃_g Σ_g^{½})^{½} Σ_g^{-½}, gives the group exactly the target mean μ̃_g
