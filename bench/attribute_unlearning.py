@@ -9,7 +9,8 @@ representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and CUD
 
 Writes the "attribute_unlearning" section of bench/RESULTS.md.
 Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
-       [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--section NAME]
+       [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--strengths weak strong]
+       [--section NAME]
 """
 from __future__ import annotations
 
@@ -116,11 +117,12 @@ def demo_rows(device) -> list[dict]:
             run_row("demo bpr", model.user_table(), labels, model, split, device)]
 
 
-def synthetic_rows(device, sizes, signals=SIGNALS) -> list[dict]:
+def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STRENGTHS)) -> list[dict]:
     rows = []
     kinds = "+".join(signals)
     for n in sizes:
-        for strength_name, strength in PLANTED_STRENGTHS.items():
+        for strength_name in strengths:
+            strength = PLANTED_STRENGTHS[strength_name]
             table_, labels = planted_population(n, 64, strength, seed=n % 97, signals=signals)
             rows.append(run_row(f"synthetic {n:,} × 64, {strength_name} {kinds}", torch.as_tensor(table_),
                                 {"planted": labels}, None, None, device))
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
     parser.add_argument("--signals", nargs="*", default=list(SIGNALS), help="planted signals of the synthetic rows")
+    parser.add_argument("--strengths", nargs="*", default=list(PLANTED_STRENGTHS), choices=list(PLANTED_STRENGTHS),
+                        help="planted strengths of the synthetic rows")
     parser.add_argument("--section", default="attribute_unlearning",
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
@@ -160,7 +164,7 @@ def main() -> None:
 
     if "synthetic" in args.only:
         for n in args.sizes:
-            record(synthetic_rows(device, [n], tuple(args.signals)))
+            record(synthetic_rows(device, [n], tuple(args.signals), tuple(args.strengths)))
     if "subsample" in args.only:
         record(subsample_rows(device))
     if "demo" in args.only:
