@@ -54,9 +54,20 @@ def run_train(args: argparse.Namespace) -> int:
         dim=args.dim, lr=args.lr or DEFAULT_LR[args.model], max_epochs=args.epochs, patience=args.patience,
         seed=args.seed,
     )
+    from .models import MODEL_INFO
+    from .recording import dataset_fields, recorded, save_trained, training_fields, training_params
+
+    device = get_device(args.device)
     bar, progress = _progress_bar()
-    with bar:
-        result = train_model(args.model, split, config, progress=progress, device=get_device(args.device))
+    with recorded(_store(args), "training", f"{MODEL_INFO[args.model].label} on {dataset.name}", source="cli",
+                  model=MODEL_INFO[args.model].label, params=training_params(args.model, config, args.data),
+                  device=str(device), **dataset_fields(dataset)) as run:
+        with bar:
+            result = train_model(args.model, split, config, progress=progress, device=device)
+        if run is not None:
+            save_trained(run.store, run.run_id, result, dataset, spec=args.data,
+                         rating_threshold=args.rating_threshold, split_seed=args.seed)
+            run.finish(**training_fields(result))
     save_model(args.out, result, dataset, spec=args.data, rating_threshold=args.rating_threshold, split_seed=args.seed)
     print(f"{result.model.label}: best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.seconds:.1f} s on {result.device}")
@@ -70,6 +81,20 @@ def run_train(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
+    _add_runs(parser, argparse.SUPPRESS)
+
+
+def _add_runs(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--runs", default=default, metavar="PATH",
+                        help="the run history (SQLite) every run is recorded in (default: $PRIVACY_AUDIT_RUNS, "
+                             "else data/runs/runs.sqlite)")
+
+
+def _store(args: argparse.Namespace):
+    """The run store this command records into (--runs, else $PRIVACY_AUDIT_RUNS, else data/runs/)."""
+    from .runstore import open_store
+
+    return open_store(getattr(args, "runs", None))
 
 
 def _add_subject(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +171,26 @@ def _load_subject(args: argparse.Namespace, device: torch.device) -> Subject:
     return Subject(table.to(device), labels, source=source, **subject)
 
 
+def _model_label(subject: Subject) -> str:
+    """The model a run worked on, as a report names it."""
+    if subject.model is None:
+        return f"uploaded embeddings ({subject.source})"
+    edited = (subject.meta or {}).get("edited")
+    return subject.model.label + (f" edited by {edited['label']}" if edited else "")
+
+
+def _subject_data(subject: Subject) -> dict:
+    """The data a run worked on: the model's dataset, or the uploaded table's content hash."""
+    import hashlib
+
+    from .recording import dataset_fields
+
+    if subject.dataset is not None:
+        return dataset_fields(subject.dataset)
+    table = np.ascontiguousarray(subject.table.detach().cpu().numpy())
+    return {"dataset": f"upload {subject.source}", "fingerprint": hashlib.sha256(table.tobytes()).hexdigest()[:16]}
+
+
 def _spec_for(name: str) -> str:
     """A data spec for a dataset name saved before model.json recorded its spec."""
     if name.startswith("synthetic"):
@@ -188,13 +233,26 @@ def run_audit_command(args: argparse.Namespace) -> int:
     attackers = args.attacker or ATTACKER_SETS[args.attackers]
     options = dict(attackers=attackers, protocol=PROTOCOLS[args.protocol], n_permutations=args.permutations,
                    seed=args.seed, tolerance=tolerance, max_users=args.max_users, device=device)
+    from .recording import audit_fields, audit_params, recorded
+
     bar, progress = _progress_bar()
-    with bar:
-        if subject.model is not None:
-            audits = audit_model(subject.model, subject.labels, progress=progress, **options)
-        else:
-            audits = {"user": run_audit(subject.table, subject.labels, progress=progress,
-                                        representation_name=subject.source, **options)}
+    with recorded(_store(args), "audit", f"audit of {subject.source}", source="cli", model=_model_label(subject),
+                  attributes=list(subject.labels), device=str(device), **_subject_data(subject),
+                  params=audit_params(attackers, options["protocol"], tolerance, permutations=args.permutations,
+                                      seed=args.seed, max_users=args.max_users)) as run:
+        with bar:
+            if subject.model is not None:
+                audits = audit_model(subject.model, subject.labels, progress=progress, **options)
+            else:
+                audits = {"user": run_audit(subject.table, subject.labels, progress=progress,
+                                            representation_name=subject.source, **options)}
+        if run is not None:
+            ranking = None
+            if subject.model is not None:
+                from .metrics import evaluate_full
+
+                ranking = evaluate_full(subject.model.scorer(), subject.split, "test", device=device)
+            run.finish(**audit_fields(audits, ranking))
     for audit in audits.values():
         print(audit.to_markdown())
     if args.report:
@@ -261,13 +319,21 @@ def run_unlearn_command(args: argparse.Namespace) -> int:
         print(f"note: {len(subject.labels)} attributes chosen, so LEGO-style is used (D2D-R is single-attribute "
               f"by default; pass --method joint_d2d for the joint run)", file=sys.stderr)
     params = _method_params(method, args.param, args.target_gap)
+    from .recording import recorded, unlearning_fields
+    from .unlearning.attribute import UNLEARNERS
+
     bar, progress = _progress_bar()
-    with bar:
-        result = make_unlearner(method, **params).fit_transform(subject.table, subject.labels, subject.model,
-                                                                subject.split, progress=progress, device=device)
-        comparison = evaluate_unlearning(subject.table, [result], subject.labels, subject.model, subject.split,
-                                         n_permutations=args.permutations, seed=args.seed, progress=progress,
-                                         tolerance=args.target_gap or 0.05, device=device)
+    with recorded(_store(args), "unlearning", UNLEARNERS[method].label, source="cli", model=_model_label(subject),
+                  attributes=list(subject.labels), device=str(device), **_subject_data(subject),
+                  params={"method": method, **params, "permutations": args.permutations, "seed": args.seed}) as run:
+        with bar:
+            result = make_unlearner(method, **params).fit_transform(subject.table, subject.labels, subject.model,
+                                                                    subject.split, progress=progress, device=device)
+            comparison = evaluate_unlearning(subject.table, [result], subject.labels, subject.model, subject.split,
+                                             n_permutations=args.permutations, seed=args.seed, progress=progress,
+                                             tolerance=args.target_gap or 0.05, device=device)
+        if run is not None:
+            run.finish(**unlearning_fields(comparison.rows[-1], comparison.rows[0]))
     print(f"{result.label}: {result.seconds:.2f} s on {result.device}. {result.notes}")
     frame = comparison.to_frame(intervals=False)
     print(frame.to_markdown(index=False, floatfmt=".3f"))
@@ -297,6 +363,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_a
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="Privacy audit for recommender systems")
+    _add_runs(parser)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(subparsers)
