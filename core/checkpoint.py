@@ -23,9 +23,11 @@ FORMAT_VERSION = 1
 
 
 def save_model(folder: str | os.PathLike, result: TrainResult, dataset: InteractionDataset,
-               spec: str | None = None, rating_threshold: float | None = None, split_seed: int = 0) -> Path:
+               spec: str | None = None, rating_threshold: float | None = None, split_seed: int = 0,
+               kcore: int | None = None, split_mode: str | None = None) -> Path:
     """Write a trained model and the metadata needed to check it against a dataset later (and, with `spec`, to
-    reload that dataset from the command line)."""
+    reload that dataset from the command line with the same k-core filter and the same split: 'file' for the
+    interactions' own split column, 'random' for the seeded per-user split)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = result.model
@@ -45,8 +47,10 @@ def save_model(folder: str | os.PathLike, result: TrainResult, dataset: Interact
             "item_ids": dataset.item_ids.tolist(),
             "spec": spec,
             "rating_threshold": rating_threshold,
+            "kcore": kcore,
         },
         "split_seed": split_seed,
+        "split_mode": split_mode or dataset.split_mode,
         "metrics": {"valid": result.valid.metrics, "test": result.test.metrics},
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,

@@ -37,19 +37,27 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--rating-threshold", type=float, default=None, help="keep ratings ≥ this as positives")
+    parser.add_argument("--kcore", type=int, default=None, metavar="K",
+                        help="keep users and items with at least K interactions (default 5; 1 = no filter)")
     _add_common(parser)
     parser.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .checkpoint import save_model
-    from .data import load_dataset, split_per_user
+    from .data import MIN_INTERACTIONS, load_dataset, split_per_user
     from .device import get_device
     from .training import DEFAULT_LR, TrainConfig, train_model
 
-    dataset = load_dataset(args.data, rating_threshold=args.rating_threshold)
+    k = MIN_INTERACTIONS if args.kcore is None else args.kcore
+    if k < 1:
+        raise DataError(f"--kcore {k}: K must be 1 (no filter) or more")
+    dataset = load_dataset(args.data, rating_threshold=args.rating_threshold, k=k)
     print(f"{dataset.name}: {dataset.n_users} users, {dataset.n_items} items, {dataset.n_interactions} interactions")
+    for note in dataset.notes:
+        print(f"  {note}")
     split = split_per_user(dataset, seed=args.seed)
+    print(f"  split: {split.describe()}")
     config = TrainConfig(
         dim=args.dim, lr=args.lr or DEFAULT_LR[args.model], max_epochs=args.epochs, patience=args.patience,
         seed=args.seed,
@@ -68,7 +76,8 @@ def run_train(args: argparse.Namespace) -> int:
             save_trained(run.store, run.run_id, result, dataset, spec=args.data,
                          rating_threshold=args.rating_threshold, split_seed=args.seed)
             run.finish(**training_fields(result))
-    save_model(args.out, result, dataset, spec=args.data, rating_threshold=args.rating_threshold, split_seed=args.seed)
+    save_model(args.out, result, dataset, spec=args.data, rating_threshold=args.rating_threshold, split_seed=args.seed,
+               kcore=k, split_mode=split.mode)
     print(f"{result.model.label}: best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.seconds:.1f} s on {result.device}")
     for part in (result.valid, result.test):
@@ -103,8 +112,12 @@ def _add_subject(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="the model's data (default: what model.json names: synthetic, or ml-100k from "
                              "../shared/data); needed for its attributes and, for LightGCN, its graph")
-    parser.add_argument("--embeddings", help=".npy, .csv, .parquet or .safetensors (users × dims), with --attributes")
-    parser.add_argument("--attributes", help="CSV or Parquet with a user-id column and attribute columns")
+    parser.add_argument("--embeddings", help=".npy, .npz, .csv, .parquet or .safetensors (users × dims), with "
+                                             "--attributes; rows are matched to attributes by user id")
+    parser.add_argument("--attributes", help="CSV or Parquet: a user-id column and attribute columns")
+    parser.add_argument("--match-by-position", action="store_true",
+                        help="the embeddings file has no user ids: give row i the attributes on row i of --attributes "
+                             "(needs the same users in the same order); without this such files are refused")
     parser.add_argument("--attribute", action="append", help="attribute column(s) (default: all)")
     parser.add_argument("--attribute-type", action="append", metavar="NAME=TYPE",
                         help="override an attribute's inferred type: binary, categorical, ordinal or numeric")
@@ -134,12 +147,13 @@ def _load_subject(args: argparse.Namespace, device: torch.device) -> Subject:
         raise DataError("give either --model DIR or --embeddings FILE --attributes FILE")
     if args.model:
         from .checkpoint import load_model, read_metadata
-        from .data import load_dataset, split_per_user
+        from .data import MIN_INTERACTIONS, load_dataset, split_per_user
 
         meta = read_metadata(args.model)
         spec = args.data or meta["dataset"].get("spec") or _spec_for(meta["dataset"].get("name", ""))
-        dataset = load_dataset(spec, rating_threshold=meta["dataset"].get("rating_threshold"))
-        split = split_per_user(dataset, seed=meta.get("split_seed", 0))
+        dataset = load_dataset(spec, rating_threshold=meta["dataset"].get("rating_threshold"),
+                               k=meta["dataset"].get("kcore") or MIN_INTERACTIONS)
+        split = split_per_user(dataset, seed=meta.get("split_seed", 0), mode=meta.get("split_mode", "auto"))
         model, meta = load_model(args.model, dataset, train_pairs=split.train, device=device)
         attributes = dataset.attributes
         if attributes is None or attributes.shape[1] == 0:
@@ -152,11 +166,15 @@ def _load_subject(args: argparse.Namespace, device: torch.device) -> Subject:
 
         if not args.attributes:
             raise DataError("--embeddings needs --attributes (a CSV or Parquet with a user-id column)")
-        upload = prepare_upload(args.embeddings, args.attributes)
+        upload = prepare_upload(args.embeddings, args.attributes, match_by_position=args.match_by_position)
+        print(f"{args.embeddings}: {upload.table.shape[0]} rows × {upload.table.shape[1]} dimensions ({upload.dtype}), "
+              f"{upload.n_matched} users matched by {upload.matched_by}", file=sys.stderr)
+        for note in upload.notes:
+            print(f"note: {note}", file=sys.stderr)
         for warning in upload.warnings:
-            print(f"note: {warning}", file=sys.stderr)
+            print(f"warning: {warning}", file=sys.stderr)
         frame, table = upload.attributes, torch.as_tensor(upload.table)
-        subject, source = dict(user_ids=upload.user_ids), args.embeddings
+        subject, source = dict(user_ids=upload.export_ids), args.embeddings
     columns = args.attribute or list(frame.columns)
     unknown = [c for c in columns if c not in frame.columns]
     if unknown:

@@ -9,7 +9,7 @@ import csv
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024  # refuse interaction/attribute files larger than this
 MIN_INTERACTIONS = 5  # default k for the k-core filter (SPEC section 1)
+SPLIT_PARTS = {"train": 0, "valid": 1, "validation": 1, "val": 1, "dev": 1, "test": 2}  # a file's own split column
 
 
 class DataError(ValueError):
@@ -42,6 +42,13 @@ class InteractionDataset:
     items: np.ndarray  # int64, one entry per interaction
     attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
     timestamps: np.ndarray | None = None
+    parts: np.ndarray | None = None  # the file's own split per interaction (0 train, 1 valid, 2 test), or None
+    notes: tuple[str, ...] = ()  # how the file was read: encoding, rows the threshold and the k-core removed
+
+    @property
+    def split_mode(self) -> str:
+        """'file' when the interactions carry their own split column, else 'random' (seeded per-user 80/10/10)."""
+        return "random" if self.parts is None else "file"
 
     @property
     def n_users(self) -> int:
@@ -86,6 +93,14 @@ class Split:
     valid: np.ndarray
     test: np.ndarray
     seed: int
+    mode: str = "random"  # "random": seeded per-user 80/10/10; "file": the file's split column (valid carved from train)
+
+    def describe(self) -> str:
+        """Which split is in use, in words, with its sizes."""
+        sizes = f"train {len(self.train):,}, validation {len(self.valid):,}, test {len(self.test):,}"
+        if self.mode == "file":
+            return f"the file's own split column ({sizes}; validation carved from its training part, seed {self.seed})"
+        return f"per-user random split 80/10/10, seed {self.seed} ({sizes})"
 
     @property
     def n_users(self) -> int:
@@ -118,8 +133,12 @@ def from_interactions(
     raw_items: np.ndarray,
     attributes: pd.DataFrame | None = None,
     timestamps: np.ndarray | None = None,
+    parts: np.ndarray | None = None,
+    notes: tuple[str, ...] = (),
 ) -> InteractionDataset:
-    """Index raw ids contiguously, drop duplicate pairs, and align the attribute table (indexed by raw user id)."""
+    """Index raw ids contiguously, drop duplicate pairs, and align the attribute table (indexed by raw user id).
+    With `parts` (a file's own split), a pair listed twice keeps its test label over train, so no test pair is
+    ever trained on."""
     raw_users = np.asarray(raw_users, dtype=np.int64)
     raw_items = np.asarray(raw_items, dtype=np.int64)
     if len(raw_users) == 0:
@@ -127,7 +146,13 @@ def from_interactions(
     user_ids, users = np.unique(raw_users, return_inverse=True)
     item_ids, items = np.unique(raw_items, return_inverse=True)
     pair_key = users.astype(np.int64) * len(item_ids) + items
-    _, first = np.unique(pair_key, return_index=True)
+    if parts is not None:
+        parts = np.asarray(parts, dtype=np.int64)
+        order = np.lexsort((-parts, pair_key))  # within a pair, the highest part (test) first
+        _, first_sorted = np.unique(pair_key[order], return_index=True)
+        first = order[first_sorted]
+    else:
+        _, first = np.unique(pair_key, return_index=True)
     keep = np.sort(first)
     aligned = _align_attributes(attributes, user_ids)
     return InteractionDataset(
@@ -138,6 +163,8 @@ def from_interactions(
         items=items[keep].astype(np.int64),
         attributes=aligned,
         timestamps=None if timestamps is None else np.asarray(timestamps)[keep],
+        parts=None if parts is None else parts[keep],
+        notes=tuple(notes),
     )
 
 
@@ -153,7 +180,7 @@ def _align_attributes(attributes: pd.DataFrame | None, user_ids: np.ndarray) -> 
 def kcore(dataset: InteractionDataset, k: int = MIN_INTERACTIONS) -> InteractionDataset:
     """Keep users and items with at least k interactions, repeating until stable (SPEC section 1)."""
     if k <= 1:
-        return dataset
+        return replace(dataset, notes=(*dataset.notes, "no k-core filter (k = 1): every user and item kept"))
     keep = np.ones(dataset.n_interactions, dtype=bool)
     while True:
         user_counts = np.bincount(dataset.users[keep], minlength=dataset.n_users)
@@ -165,21 +192,39 @@ def kcore(dataset: InteractionDataset, k: int = MIN_INTERACTIONS) -> Interaction
     if not keep.any():
         raise DataError(f"{dataset.name}: no user and item has {k} or more interactions; lower the k-core filter")
     attributes = dataset.attributes.set_axis(dataset.user_ids)
-    return from_interactions(
+    kept = from_interactions(
         dataset.name,
         dataset.user_ids[dataset.users[keep]],
         dataset.item_ids[dataset.items[keep]],
         attributes,
         None if dataset.timestamps is None else dataset.timestamps[keep],
+        None if dataset.parts is None else dataset.parts[keep],
     )
+    note = (f"k-core filter (k = {k}, repeated until every user and item has at least {k} interactions) removed "
+            f"{dataset.n_users - kept.n_users:,} of {dataset.n_users:,} users, {dataset.n_items - kept.n_items:,} of "
+            f"{dataset.n_items:,} items and {dataset.n_interactions - kept.n_interactions:,} of "
+            f"{dataset.n_interactions:,} interactions")
+    return replace(kept, notes=(*dataset.notes, note))
 
 
 def split_per_user(
-    dataset: InteractionDataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+    dataset: InteractionDataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+    mode: str = "auto",
 ) -> Split:
-    """Seeded random per-user split; every user with ≥3 interactions gets at least one valid and one test item."""
+    """Seeded random per-user split; every user with ≥3 interactions gets at least one valid and one test item.
+
+    When the interactions carry their own split (`dataset.parts`, mode 'auto' or 'file'), it is honoured: its test
+    pairs are the test set, never trained on; validation is its valid pairs, or when it has none, carved per user
+    from its training part (the `ratios[1]` share, seeded). mode 'random' ignores a file's split."""
     if abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"split ratios must sum to 1, got {ratios}")
+    if mode not in ("auto", "file", "random"):
+        raise ValueError(f"split mode must be auto, file or random, got {mode!r}")
+    if mode == "file" and dataset.parts is None:
+        raise DataError(f"{dataset.name}: this model was trained on the file's own split, but the interactions have "
+                        "no 'split' column now; load the same file")
+    if dataset.parts is not None and mode != "random":
+        return _file_split(dataset, ratios[1], seed)
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(dataset.n_interactions), dataset.users))
     users = dataset.users[order]
@@ -199,17 +244,85 @@ def split_per_user(
     return Split(dataset, sorted_part(0), sorted_part(1), sorted_part(2), seed)
 
 
+def _sorted_pairs(pairs: np.ndarray) -> np.ndarray:
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def _file_split(dataset: InteractionDataset, valid_share: float, seed: int) -> Split:
+    """The file's own train/test (and valid) parts; without valid rows, each user's validation items are drawn
+    from its training part (users with ≥3 training items give max(1, round(share × n)))."""
+    pairs = np.stack([dataset.users, dataset.items], axis=1).astype(np.int64)
+    parts = dataset.parts
+    test, train = pairs[parts == 2], pairs[parts == 0]
+    if (parts == 1).any():
+        valid = pairs[parts == 1]
+    else:
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(train)), train[:, 0]))
+        train = train[order]
+        counts = np.bincount(train[:, 0], minlength=dataset.n_users)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(len(train)) - starts[train[:, 0]]
+        n = counts[train[:, 0]]
+        n_valid = np.where(n >= 3, np.maximum(1, np.round(n * valid_share)), 0)
+        carved = rank < n_valid
+        valid, train = train[carved], train[~carved]
+    return Split(dataset, _sorted_pairs(train), _sorted_pairs(valid), _sorted_pairs(test), seed, mode="file")
+
+
 # --------------------------------------------------------------------------------------------- file loaders
+
+
+STREAMLIT_CONFIG = Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml"
+DEFAULT_UPLOAD_MB = 200  # Streamlit's own default, used only when the config does not set server.maxUploadSize
+
+
+def upload_limit_mb(config: str | os.PathLike | None = None) -> int:
+    """The one size limit for uploaded files, in MB: `[server] maxUploadSize` of .streamlit/config.toml, which
+    Streamlit enforces in the browser and the loaders enforce on the bytes they are given. Files named on the
+    command line are not limited by it (larger tables go through the CLI)."""
+    import tomllib
+
+    try:
+        with open(config or STREAMLIT_CONFIG, "rb") as handle:
+            settings = tomllib.load(handle)
+    except FileNotFoundError:
+        return DEFAULT_UPLOAD_MB
+    return int(settings.get("server", {}).get("maxUploadSize", DEFAULT_UPLOAD_MB))
+
+
+def check_upload_size(data: bytes, file_label: str) -> None:
+    """Refuse uploaded bytes over the configured limit, saying where larger tables go."""
+    limit = upload_limit_mb()
+    if len(data) > limit * 1024 * 1024:
+        raise DataError(f"{file_label}: {len(data) / 2**20:,.0f} MB is over the {limit} MB upload limit (set in "
+                        ".streamlit/config.toml, server.maxUploadSize); use the command line (python -m core audit "
+                        "--embeddings FILE --attributes FILE) for larger tables")
+
+
+def decode_text(data: bytes, file_label: str) -> tuple[str, str | None]:
+    """Text of a file and a note when it was not UTF-8. UTF-8 (with or without a byte-order mark) is read
+    silently; anything else is read as Windows-1252 (a superset of latin-1 for printable text), or latin-1 when
+    that fails, and the note says so, so that garbled names are never shown without a word."""
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as error:
+        where = f"byte {error.start:,}"
+    for encoding, label in (("cp1252", "Windows-1252 (latin-1)"), ("latin-1", "latin-1 (ISO-8859-1)")):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return text, (f"{file_label} is not UTF-8 (first non-UTF-8 {where}); it was read as {label}. Check that "
+                      "names with accents look right; save it as UTF-8 to avoid this note")
+    raise AssertionError("latin-1 decodes every byte string")  # pragma: no cover
 
 
 def _check_size(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise DataError(f"{path.name}: the file is empty")
-    if size > MAX_UPLOAD_BYTES:
-        raise DataError(f"{path.name}: {size / 1e6:.0f} MB is over the {MAX_UPLOAD_BYTES / 1e6:.0f} MB limit")
 
 
 def _integer_column(values: pd.Series, file: str, column: str, first_line: int) -> np.ndarray:
@@ -256,6 +369,12 @@ def apply_threshold(ratings: np.ndarray, threshold: float | None) -> np.ndarray:
     return ratings >= threshold
 
 
+def _threshold_note(keep: np.ndarray, threshold: float | None) -> tuple[str, ...]:
+    if threshold is None:
+        return ("every rating counts as an interaction (no rating threshold)",)
+    return (f"rating threshold {threshold:g}: {int((~keep).sum()):,} of {len(keep):,} ratings below it removed",)
+
+
 def load_movielens_100k(
     folder: str | os.PathLike, rating_threshold: float | None = None, k: int = MIN_INTERACTIONS
 ) -> InteractionDataset:
@@ -276,7 +395,8 @@ def load_movielens_100k(
         index=info_ids,
     )
     keep = apply_threshold(values, rating_threshold)
-    dataset = from_interactions("ml-100k", users[keep], items[keep], attributes)
+    dataset = from_interactions("ml-100k", users[keep], items[keep], attributes,
+                                notes=_threshold_note(keep, rating_threshold))
     return kcore(dataset, k)
 
 
@@ -304,20 +424,22 @@ def load_movielens_1m(
         index=info_ids,
     )
     keep = apply_threshold(values, rating_threshold)
-    return kcore(from_interactions("ml-1m", users[keep], items[keep], attributes), k)
+    return kcore(from_interactions("ml-1m", users[keep], items[keep], attributes,
+                                   notes=_threshold_note(keep, rating_threshold)), k)
 
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid")
 ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "movie_id", "movieid")
 
 
-def _sniff_table(data: bytes, file_label: str) -> pd.DataFrame:
-    """Parse a delimited text table with a header row; the separator is detected (comma, tab, semicolon, |)."""
+def _sniff_table(data: bytes, file_label: str, notes: list[str] | None = None) -> pd.DataFrame:
+    """Parse a delimited text table with a header row; the separator is detected (comma, tab, semicolon, |). A
+    note on the text encoding (when not UTF-8) is appended to `notes`."""
     if not data.strip():
         raise DataError(f"{file_label}: the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise DataError(f"{file_label}: {len(data) / 1e6:.0f} MB is over the {MAX_UPLOAD_BYTES / 1e6:.0f} MB limit")
-    text = data.decode("utf-8-sig", errors="replace")
+    text, note = decode_text(data, file_label)
+    if note and notes is not None:
+        notes.append(note)
     sample = "\n".join(text.splitlines()[:50])
     try:
         sep = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
@@ -347,9 +469,15 @@ def _find_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str, fi
     )
 
 
-def read_attribute_table(data: bytes, file_label: str) -> pd.DataFrame:
-    """An attributes CSV: a user-id column plus any attribute columns; returns a frame indexed by integer user id."""
-    frame = _sniff_table(data, file_label)
+def read_attribute_table(data: bytes, file_label: str, notes: list[str] | None = None) -> pd.DataFrame:
+    """An attributes CSV: a user-id column plus any attribute columns; returns a frame indexed by integer user id.
+    A note on the text encoding (when not UTF-8) is appended to `notes`."""
+    frame = _sniff_table(data, file_label, notes)
+    return attribute_frame(frame, file_label)
+
+
+def attribute_frame(frame: pd.DataFrame, file_label: str) -> pd.DataFrame:
+    """A parsed attributes table (strings) indexed by its integer user-id column; numeric columns become numbers."""
     user_col = _find_column(frame, USER_COLUMNS, "user id", file_label)
     ids = _integer_column(frame[user_col], file_label, user_col, 2)
     duplicated = pd.Series(ids).duplicated()
@@ -376,7 +504,8 @@ def load_interactions_csv(
 ) -> InteractionDataset:
     """A generic interactions CSV (user, item, optional rating and timestamp) and an optional attributes CSV."""
     raw, label = _bytes_of(data, file_label)
-    frame = _sniff_table(raw, label)
+    notes: list[str] = []
+    frame = _sniff_table(raw, label, notes)
     user_col = _find_column(frame, USER_COLUMNS, "user", label)
     item_col = _find_column(frame, ITEM_COLUMNS, "item", label)
     users = _integer_column(frame[user_col], label, user_col, 2)
@@ -386,21 +515,47 @@ def load_interactions_csv(
     if "rating" in lower:
         ratings = _numeric_column(frame[lower["rating"]], label, lower["rating"], 2)
         keep = apply_threshold(ratings, rating_threshold)
+        if rating_threshold is not None:
+            notes.append(f"rating threshold {rating_threshold:g}: {int((~keep).sum()):,} of {len(keep):,} ratings "
+                         f"below it removed")
     elif rating_threshold is not None:
         raise DataError(f"{label}: a rating threshold was set but the file has no 'rating' column")
     timestamps = None
     if "timestamp" in lower:
         timestamps = _numeric_column(frame[lower["timestamp"]], label, lower["timestamp"], 2)[keep]
+    parts = None
+    if "split" in lower:
+        parts = _split_column(frame[lower["split"]], label, lower["split"])[keep]
+        counts = np.bincount(parts, minlength=3)
+        notes.append(f"{label} has its own split column: train {counts[0]:,}, valid {counts[1]:,}, test "
+                     f"{counts[2]:,} interactions; it is used as given" + ("" if counts[1] else
+                     " (validation is carved from its training part)"))
     attribute_table = None
     if attributes is not None:
         raw_attr, attr_label = _bytes_of(attributes, attributes_label)
-        attribute_table = read_attribute_table(raw_attr, attr_label)
-    dataset = from_interactions(name, users[keep], items[keep], attribute_table, timestamps)
+        attribute_table = read_attribute_table(raw_attr, attr_label, notes)
+    dataset = from_interactions(name, users[keep], items[keep], attribute_table, timestamps, parts, tuple(notes))
     return kcore(dataset, k)
+
+
+def _split_column(values: pd.Series, file: str, column: str) -> np.ndarray:
+    """A file's own split labels as part codes (0 train, 1 valid, 2 test); an unknown label is named."""
+    cleaned = values.astype(str).str.strip().str.lower()
+    codes = cleaned.map(SPLIT_PARTS)
+    if codes.isna().any():
+        row = int(np.flatnonzero(codes.isna().to_numpy())[0])
+        raise DataError(f"{file} line {row + 2}: {column} {values.iloc[row]!r} is not a split name; use train, test "
+                        "or valid (validation)")
+    codes = codes.to_numpy(np.int64)
+    if not (codes == 2).any() or not (codes == 0).any():
+        raise DataError(f"{file}: the {column} column needs both train and test rows; found "
+                        f"{sorted(set(cleaned))}")
+    return codes
 
 
 def _bytes_of(source: bytes | str | os.PathLike, label: str | None) -> tuple[bytes, str]:
     if isinstance(source, bytes):
+        check_upload_size(source, label or "uploaded file")
         return source, label or "uploaded file"
     path = Path(source)
     _check_size(path)

@@ -209,9 +209,10 @@ def test_upload_of_a_clean_npy_with_matching_ids():
     table = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
     buffer = io.BytesIO()
     np.save(buffer, table)
-    upload = prepare_upload(buffer.getvalue(), attributes_csv(), "emb.npy", "attrs.csv")
+    # a .npy has no ids: matched by position only when asked (core/uploads refuses it otherwise)
+    upload = prepare_upload(buffer.getvalue(), attributes_csv(), "emb.npy", "attrs.csv", match_by_position=True)
     assert upload.table.shape == (40, 8) and list(upload.attributes["gender"][:2]) == ["M", "F"]
-    assert "no user-id column" in upload.warnings[0]
+    assert upload.matched_by == "position" and "matched by position" in upload.notes[0]
 
 
 def test_upload_with_nans_names_the_rows():
@@ -260,8 +261,9 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def run_gate(embeddings: Path, attributes: Path, *extra: str) -> subprocess.CompletedProcess:
+    # --match-by-position: the .npy tables below have no ids, row i is the user on row i of the attributes
     return run_cli("audit", "--embeddings", str(embeddings), "--attributes", str(attributes), "--attribute", "gender",
-                   "--max-gap", "0.05", "--device", "cpu", *extra)
+                   "--max-gap", "0.05", "--device", "cpu", "--match-by-position", *extra)
 
 
 def test_cli_gate_blocks_the_movielens_embedding_and_passes_random_ones(tmp_path, ml100k_bpr, ml100k):
