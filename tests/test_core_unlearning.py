@@ -292,6 +292,37 @@ def test_d2d_r_reaches_the_target_on_a_large_uploaded_population():
     assert any("stratified sample of 50,000" in note for note in audit.notes)
 
 
+def test_a_verified_target_keeps_a_margin_for_an_independent_re_audit():
+    """The audit reports each repeat's AUC; the margin a re-audit could move a gap is z·sqrt(2σ²/R) from their
+    spread; a gap within the target whose margin is not counts as missed, so "no leak" survives one more audit."""
+    from core.unlearning.attribute.target import REAUDIT_Z, Leakage, reaudit_margin
+
+    table, labels = planted_population(600, dim=16, strength=0.5, seed=3, signals=("mean",))
+    audit = run_audit(table, {"planted": labels}, attackers=("logreg", "mlp"), n_permutations=0)
+    for score in audit.scores:
+        assert len(score.repeat_aucs) == 3
+        assert np.mean(score.repeat_aucs) == pytest.approx(score.auc, abs=1e-9)
+    spread = np.mean([np.var(s.repeat_aucs, ddof=1) for s in audit.scores])
+    margin = reaudit_margin(audit.scores)
+    assert margin == pytest.approx(REAUDIT_Z * np.sqrt(2 * spread / 3)) and margin > 0
+    assert reaudit_margin(run_audit(table, {"planted": labels}, attackers=("logreg",), n_permutations=0,
+                                    protocol=CrossValidation(n_repeats=1)).scores) == 0.0
+    borderline = Leakage({("user", "planted"): -0.045}, "5-fold CV ×3", {("user", "planted"): 0.01})
+    assert borderline.worst == pytest.approx(0.045) and borderline.bound == pytest.approx(0.055)
+
+
+def test_verification_refuses_a_gap_within_the_target_whose_re_audit_margin_is_not(monkeypatch):
+    from core.unlearning.attribute import target
+
+    table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))
+    search = target.TargetSearch(torch.as_tensor(table), {"planted": labels}, None, torch.device("cpu"), 0.05, 0)
+    for margin, verified in ((0.01, False), (0.004, True)):
+        leakage = target.Leakage({("user", "planted"): 0.045}, "5-fold CV ×3", {("user", "planted"): margin})
+        monkeypatch.setattr(target, "measure_leakage", lambda *args, **kwargs: leakage)
+        assert search.verify(search.original, "candidate") is verified
+        assert "re-audit margin" in search.log[-1]
+
+
 def test_lego_style_reuses_its_calibrations_and_the_key_depends_on_every_setting(demo_bpr, demo_labels):
     table = demo_bpr.model.user_table()
     cache = CalibrationCache()

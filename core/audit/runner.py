@@ -106,8 +106,12 @@ def run_audit(
                 observed = abs(metrics["AUC"].mean - 0.5)
                 raw = (1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))
                 p_value = float(min(1.0, raw * n_tests))
+            per_repeat = max(1, len(folds.pairs) // protocol.n_repeats)
+            fold_aucs = np.array([f["AUC"] for f in per_fold], dtype=float)
+            repeat_aucs = tuple(float(np.nanmean(fold_aucs[r:r + per_repeat]))
+                                for r in range(0, per_repeat * (len(fold_aucs) // per_repeat), per_repeat))
             score = AttackScore(attribute, attacker, representation_name, protocol.label, metrics,
-                                tuple(fpr.tolist()), tuple(tpr.tolist()), seconds, p_value)
+                                tuple(fpr.tolist()), tuple(tpr.tolist()), seconds, p_value, repeat_aucs)
             attribute_scores.append(score)
             tick(f"{attribute}: {info.label} AUC {score.auc:.3f}")
         scores.extend(attribute_scores)

@@ -142,6 +142,7 @@ class AttackScore:
     roc_tpr: tuple[float, ...]
     seconds: float
     p_value: float = float("nan")  # Bonferroni-corrected two-sided permutation p-value (NaN for baselines)
+    repeat_aucs: tuple[float, ...] = ()  # the AUC of each repeat of the protocol (each a fresh partition of the users)
 
     @property
     def auc(self) -> float:
