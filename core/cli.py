@@ -376,7 +376,41 @@ def _write_edited(args: argparse.Namespace, subject: Subject, result) -> str:
     return str(save_embeddings(args.out, result.table.numpy(), subject.user_ids, like=Path(args.embeddings).suffix))
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit, add_unlearn]
+def add_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write a self-contained report (HTML, JSON or CSV) of kept runs",
+        description="One file per run or comparison, from the run history: dataset and fingerprint, model, date, "
+                    "device, library versions, protocol, every number with its interval, verdicts in plain words. "
+                    "The HTML embeds its plots and plotly.js, so it opens with no network.")
+    parser.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to report (a unique prefix is enough)")
+    parser.add_argument("--out", help="file to write (.html, .json or .csv)")
+    parser.add_argument("--format", choices=["html", "json", "csv"], default=None,
+                        help="default: from the --out suffix, else html")
+    parser.add_argument("--list", action="store_true", help="list the kept runs instead")
+    _add_runs(parser, argparse.SUPPRESS)
+    parser.set_defaults(handler=run_report_command)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from .report import comparison_frame, write_report
+
+    store = _store(args)
+    if args.list or not args.run_ids:
+        frame = comparison_frame(store.records())
+        if frame.empty:
+            print(f"no runs kept in {store.location}")
+        else:
+            print(frame[["run", "date", "kind", "label", "status", "verdict", "dataset", "model"]].to_markdown(
+                index=False))
+        return 0
+    if not args.out:
+        raise DataError("give --out FILE.html (or .json, .csv) for the report")
+    path = write_report(store, args.run_ids, args.out, args.format)
+    print(f"report of {len(args.run_ids)} run(s) written to {path}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit, add_unlearn, add_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
+from .data import DataError
 from .recording import Cancelled
 from .runstore import RunStore
 
@@ -65,6 +66,7 @@ class Job:
     result: Any = None
     error: str = ""
     run_ids: tuple[str, ...] = ()
+    context: Any = field(default=None, repr=False)
     trace: str = field(default="", repr=False)  # the failure's traceback, for a log or an expander
     token: CancelToken = field(default_factory=CancelToken, repr=False)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -102,16 +104,19 @@ class JobRunner:
     def submit(self, key: Hashable, fn: Callable[[Callable[[float, str], None], CancelToken], Any], label: str = "",
                *, owner: str = "", kind: str = "", store: RunStore | None = None,
                record: dict | Sequence[dict] | None = None,
-               finish: Callable[[Any], dict | Sequence[dict]] | None = None) -> Job:
+               finish: Callable[[Any, tuple[str, ...]], dict | Sequence[dict]] | None = None,
+               context: Any = None) -> Job:
         """Start `fn(progress, cancel)` for `key`, or return the job already running or finished for it.
 
-        `record`: start fields for `store.start` (one dict, or one per run the job produces); `finish(result)`:
-        the finish fields for each of them (one dict or a list in the same order)."""
+        `record`: start fields for `store.start` (one dict, or one per run the job produces); `finish(result,
+        run_ids)`: the finish fields for each of them (one dict or a list in the same order), computed on the worker
+        (it may write artifacts into the runs' folders). `context`: whatever the caller needs to use the result
+        later (kept on the job, never looked at here)."""
         with self._lock:
             existing = self._jobs.get(key)
             if existing is not None and existing.status not in ("failed", "cancelled"):
                 return existing
-            job = Job(key, label, owner=owner, kind=kind, job_id=next(self._ids))
+            job = Job(key, label, owner=owner, kind=kind, job_id=next(self._ids), context=context)
             self._jobs[key] = job
             self._trim()
         records = [record] if isinstance(record, dict) else list(record or [])
@@ -134,7 +139,7 @@ class JobRunner:
             job.token.check()
             result = fn(progress, job.token)
             if store is not None and job.run_ids:
-                fields = finish(result) if finish is not None else {}
+                fields = finish(result, job.run_ids) if finish is not None else {}
                 fields = [fields] * len(job.run_ids) if isinstance(fields, dict) else list(fields)
                 for run_id, run_fields in zip(job.run_ids, fields):
                     store.finish(run_id, **run_fields)
@@ -144,7 +149,8 @@ class JobRunner:
             job.status, job.message = "cancelled", "cancelled"
             self._close_runs(job, store, "cancelled by the user", "cancelled")
         except Exception as error:  # a job must end with a status the UI can show, whatever went wrong
-            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+            refused = isinstance(error, (DataError, ValueError))  # input refused: its message says what to do
+            job.status, job.error = "failed", str(error) if refused else f"{type(error).__name__}: {error}"
             job.message = job.error
             job.trace = traceback.format_exc()
             self._close_runs(job, store, job.error, "failed")

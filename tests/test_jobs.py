@@ -22,7 +22,7 @@ def test_a_job_runs_off_the_calling_thread_reports_progress_and_records_its_run(
         return 42
 
     job = runner.submit("k", work, "answer", store=store, record={"kind": "audit", "label": "answer"},
-                        finish=lambda result: {"metrics": {"answer": result}, "seconds": 1.0})
+                        finish=lambda result, run_ids: {"metrics": {"answer": result}, "seconds": 1.0})
     deadline = time.time() + 10
     while job.message != "half way" and time.time() < deadline:
         time.sleep(0.01)
