@@ -119,7 +119,9 @@ def load_model(
         raise DataError(f"{WEIGHTS_FILE}: not a readable safetensors file ({error})") from error
     config = dict(meta["config"])
     n_users, n_items = int(config.pop("n_users")), int(config.pop("n_items"))
-    pairs = tensors.get("train_pairs") if train_pairs is None else torch.as_tensor(train_pairs)
+    # a model that forgot interactions keeps its own (retained) graph: the dataset's split would put them back
+    keep_saved_graph = train_pairs is None or "deletion" in meta
+    pairs = tensors.get("train_pairs") if keep_saved_graph else torch.as_tensor(train_pairs)
     model = build_model(meta["model"], n_users, n_items, train_pairs=None, **config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if isinstance(model, LightGCN) and pairs is not None:

@@ -410,7 +410,10 @@ def run_report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit, add_unlearn, add_report]
+from .unlearning.deletion.command import add_forget  # noqa: E402  (data deletion: its own module)
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_audit, add_unlearn, add_report,
+                                                                add_forget]
 
 
 def main(argv: list[str] | None = None) -> int:
