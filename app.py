@@ -18,6 +18,7 @@ navigation = st.navigation(
         "Workflow": [
             st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
             st.Page("pages/audit.py", title="Audit", icon=":material/policy:"),
+            st.Page("pages/assess.py", title="Assess", icon=":material/upload_file:"),
             st.Page("pages/unlearning.py", title="Unlearning", icon=":material/auto_delete:"),
         ],
     }

@@ -66,7 +66,8 @@ class InteractionDataset:
     def fingerprint(self) -> str:
         """A short hash of the interactions and id maps: a saved model is only valid for the same fingerprint."""
         digest = hashlib.sha256()
-        for array in (self.user_ids, self.item_ids, self.users, self.items):
+        arrays = (self.user_ids, self.item_ids, self.users, self.items) + (() if self.parts is None else (self.parts,))
+        for array in arrays:  # a file's own split is part of the data: another split is another dataset
             digest.update(np.ascontiguousarray(array).astype(np.int64, copy=False).tobytes())
         return digest.hexdigest()[:16]
 

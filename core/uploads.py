@@ -257,6 +257,12 @@ def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = N
         first = next((line for line in lines if line.strip()), "")
         has_header = _looks_like_header(first)
         sep = "\t" if "\t" in first else ";" if ";" in first and "," not in first else ","
+        fields = np.array([line.count(sep) for line in lines if line.strip()]) + 1  # numbers hold no separators
+        short = np.flatnonzero(fields != fields[0])
+        if len(short):
+            line_no = int(np.flatnonzero([bool(line.strip()) for line in lines])[short[0]]) + 1
+            raise DataError(f"{label} line {line_no}: {fields[short[0]]} fields where the first line has {fields[0]}; "
+                            "the file looks cut short, or a value is missing or extra")
         try:
             frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if has_header else None, dtype=str,
                                 keep_default_na=False, skip_blank_lines=True)

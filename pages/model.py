@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.data import DataError, default_ml100k_dir
+from core.data import MIN_INTERACTIONS, DataError, default_ml100k_dir
 from core.models import MODEL_INFO
 from core.training import DEFAULT_LR, TrainConfig
 from core.checkpoint import save_model
@@ -30,8 +30,14 @@ if source == UPLOAD:
         st.session_state[Keys.UPLOAD_INTERACTIONS] = (interactions_file.name, interactions_file.getvalue())
     if attributes_file is not None:
         st.session_state[Keys.UPLOAD_ATTRIBUTES] = (attributes_file.name, attributes_file.getvalue())
-if source != DEMO and st.checkbox("Only ratings at or above a threshold count as interactions"):
-    threshold = st.number_input("Rating threshold", value=4.0, step=0.5)
+left, right = st.columns(2)
+if source != DEMO and left.checkbox("Only ratings at or above a threshold count as interactions",
+                                    key="model_use_threshold"):
+    threshold = left.number_input("Rating threshold", value=4.0, step=0.5, key="model_threshold")
+kcore = right.number_input("k-core: minimum interactions per user and item", min_value=1, max_value=100,
+                           value=MIN_INTERACTIONS, step=1, key="model_kcore",
+                           help="Users and items with fewer interactions are removed, repeatedly until none is left "
+                                "(1 = keep everything). The numbers removed are shown below.")
 
 dataset = None
 try:
@@ -39,7 +45,7 @@ try:
         source, folder,
         st.session_state.get(Keys.UPLOAD_INTERACTIONS) if source == UPLOAD else None,
         st.session_state.get(Keys.UPLOAD_ATTRIBUTES) if source == UPLOAD else None,
-        threshold,
+        threshold, int(kcore),
     )
 except DataError as error:
     st.error(f"Could not load the data: {error}")
@@ -54,11 +60,9 @@ columns[0].metric("Users", f"{stats['users']:,}")
 columns[1].metric("Items", f"{stats['items']:,}")
 columns[2].metric("Interactions", f"{stats['interactions']:,}")
 columns[3].metric("Density", f"{stats['density']:.2%}")
-st.caption(
-    f"{dataset.name}: k-core filtered (≥5 interactions per user and item); per-user split 80/10/10 "
-    f"(train {len(split.train):,}, validation {len(split.valid):,}, test {len(split.test):,}). "
-    f"Attributes: {stats['attributes']}."
-)
+st.caption(f"{dataset.name}. Split in use: {split.describe()}. Attributes: {stats['attributes']}.")
+for note in dataset.notes:  # the encoding, the rating threshold and the k-core filter, with the numbers removed
+    st.caption(f"Data: {note}.")
 
 # ---------------------------------------------------------------- model
 st.subheader("2. Recommender")
@@ -88,7 +92,8 @@ with train_tab:
         with st.expander("Save this model"):
             save_folder = st.text_input("Folder to save to", value=f"models/{dataset.name.replace(' ', '-')}-{kind}")
             if st.button("Save", key="save_button"):
-                save_model(save_folder, result, dataset)
+                save_model(save_folder, result, dataset, rating_threshold=threshold, kcore=int(kcore),
+                           split_mode=split.mode)
                 st.success(f"Saved to {save_folder} (weights.safetensors + model.json).")
 with load_tab:
     load_folder = st.text_input("Folder of a saved model (weights.safetensors + model.json)", key="load_folder")

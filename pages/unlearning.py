@@ -1,7 +1,4 @@
 """Unlearning page: edit the user table so chosen attributes can no longer be inferred, and compare methods."""
-import io
-
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -12,7 +9,7 @@ from core.unlearning.attribute import UNLEARNERS
 from ui.cache import cached_evaluation, cached_unlearning, labels_key, run_sweep
 from ui.figures import comparison_table, distribution_figure, tradeoff_figure, umap_figure
 from ui.state import Keys
-from ui.targets import unlearning_subject
+from ui.targets import edited_downloads, unlearning_subject
 from ui.widgets import (
     attacker_picker, attribute_labels, auc_explanation, has_target, hyperparameter_widgets, progress_callback,
 )
@@ -154,15 +151,9 @@ if st.toggle("Show UMAP before and after (the first run takes ~30 s to compile)"
     st.plotly_chart(umap_figure({"before": subject.table, "after": edited}, labels[attribute]),
                     key="unlearn_umap_chart")
 
-left, right = st.columns(2)
-buffer = io.BytesIO()
-np.save(buffer, edited, allow_pickle=False)
-left.download_button("Download the edited embeddings (.npy)", buffer.getvalue(), file_name=f"{run.method}.npy",
-                     key="unlearn_npy")
-csv = pd.DataFrame(edited, columns=[f"dim_{d}" for d in range(edited.shape[1])])
-csv.insert(0, "user_index", np.arange(len(edited)))
-right.download_button("Download the edited embeddings (.csv)", csv.to_csv(index=False), file_name=f"{run.method}.csv",
-                      key="unlearn_csv")
+# the edited table with its users' ids, in a chosen format, and the attributes with the same ids: the pair uploads
+# back (Assess page, or python -m core audit) to the same numbers
+edited_downloads("unlearn", edited, subject.user_ids, subject.attributes, run.method)
 
 # ---------------------------------------------------------------- trade-off
 st.subheader("Privacy–utility trade-off")

@@ -88,6 +88,7 @@ def run_upload(embeddings: tuple[str, bytes], attributes: tuple[str, bytes]) -> 
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state[Keys.UPLOAD_EMBEDDINGS] = embeddings
     at.session_state[Keys.UPLOAD_EMBEDDING_ATTRIBUTES] = attributes
+    at.session_state["audit_match_by_position"] = True  # the .npy tables below have no ids: row i is user i's row
     at.run()
     at.switch_page("pages/audit.py")
     at.run()

@@ -90,8 +90,8 @@ def test_two_methods_side_by_side(unlearned):
     assert any(c.value.startswith("**D2D-R**: target |AUC − 0.5| ≤ 0.05") for c in unlearned.caption)
     assert len(unlearned.get("plotly_chart")) == 1  # the before/after histograms
     assert [b.label for b in unlearned.get("download_button")] == [
-        "Download the comparison (.csv)", "Download the edited embeddings (.npy)",
-        "Download the edited embeddings (.csv)"]
+        "Download the comparison (.csv)", "Download the edited embeddings (.csv)",
+        "Download their attributes (.csv)"]
     assert [e.label for e in unlearned.expander][-1] == "How the target was searched"  # D2D-R, the inspected run
 
 

@@ -18,7 +18,7 @@ import torch
 
 from core.audit import AuditResult, Protocol, audit_model, run_audit
 from core.checkpoint import load_model
-from core.data import AttributeLabels, InteractionDataset, Split, split_per_user
+from core.data import MIN_INTERACTIONS, AttributeLabels, InteractionDataset, Split, split_per_user
 from core.device import get_device
 from core.evaluation import Comparison, evaluate_unlearning, tradeoff_sweep
 from core.metrics import evaluate_full
@@ -90,9 +90,10 @@ def labels_key(labels: Mapping[str, AttributeLabels]) -> tuple:
 
 @st.cache_resource(show_spinner="Loading data…", max_entries=8)
 def cached_dataset(source: str, folder: str = "", interactions: tuple[str, bytes] | None = None,
-                   attributes: tuple[str, bytes] | None = None, threshold: float | None = None) -> InteractionDataset:
-    """Load (once per distinct input) the dataset the user chose."""
-    return load_source(source, folder, interactions, attributes, threshold)
+                   attributes: tuple[str, bytes] | None = None, threshold: float | None = None,
+                   k: int = MIN_INTERACTIONS) -> InteractionDataset:
+    """Load (once per distinct input, k-core threshold included) the dataset the user chose."""
+    return load_source(source, folder, interactions, attributes, threshold, k)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -126,8 +127,10 @@ def loaded_model(dataset: InteractionDataset, split: Split, folder: str) -> Acti
 
 
 @st.cache_data(show_spinner="Checking the files…", max_entries=8)
-def cached_upload(embeddings: tuple[str, bytes], attributes: tuple[str, bytes]) -> UploadedEmbeddings:
-    return prepare_upload(embeddings[1], attributes[1], embeddings[0], attributes[0])
+def cached_upload(embeddings: tuple[str, bytes], attributes: tuple[str, bytes],
+                  match_by_position: bool = False) -> UploadedEmbeddings:
+    return prepare_upload(embeddings[1], attributes[1], embeddings[0], attributes[0],
+                          match_by_position=match_by_position)
 
 
 def in_sequence(progress, n_parts: int):

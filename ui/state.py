@@ -19,6 +19,9 @@ class Keys:
     UPLOAD_ATTRIBUTES = "upload_attributes"  # (file name, bytes) of an uploaded attributes CSV, or None
     UPLOAD_EMBEDDINGS = "upload_embeddings"  # (file name, bytes) of uploaded user embeddings
     UPLOAD_EMBEDDING_ATTRIBUTES = "upload_embedding_attributes"  # (file name, bytes) of their attributes table
+    UPLOAD_VERSION = "upload_version"  # bumped when an upload is removed, so its file_uploader starts empty
+    ASSESS_AUDIT = "assess_audit"  # the Assess page's latest audit: {"settings", "results", "labels"}
+    ASSESS_EDITED = "assess_edited"  # the Assess page's latest unlearning run: {"settings", "result", "comparison"}
     AUDIT_RESULTS = "audit_results"  # the Audit page's latest StoredAudit
     UNLEARNING_RUNS = "unlearning_runs"  # {context: {"original": MethodEvaluation, "runs": [MethodEvaluation]}}
     UNLEARNING_SWEEPS = "unlearning_sweeps"  # trade-off sweep frames by (table, method, settings, attributes)

@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.data import DataError
+from core.data import DataError, upload_limit_mb
 from core.models import served_representations
+from core.uploads import ATTRIBUTE_FORMATS, EMBEDDING_FORMATS, UploadedEmbeddings, attributes_bytes, embeddings_bytes, sample_pair
 
 from .cache import cached_upload, digest
 from .state import ActiveModel, Keys, active_model
@@ -28,6 +29,8 @@ class AuditTarget:
     tables: dict[str, np.ndarray]  # representation name -> N × d (every one the model serves with)
     attributes: pd.DataFrame
     active: ActiveModel | None = None  # set when the tables come from the trained model
+    user_ids: np.ndarray | None = None  # each row's user id, for exports (None: the files had none)
+    upload: UploadedEmbeddings | None = None  # what was read, when the tables were uploaded
 
     @property
     def attribute_names(self) -> list[str]:
@@ -42,6 +45,7 @@ class UnlearningSubject:
     table: np.ndarray
     attributes: pd.DataFrame
     active: ActiveModel | None = None
+    user_ids: np.ndarray | None = None  # each row's user id, for exports (None: the files had none)
 
     @property
     def attribute_names(self) -> list[str]:
@@ -75,37 +79,75 @@ def audit_target(prefix: str) -> AuditTarget | None:
                    f"audited: {', '.join(tables)} (every one the model serves with; p-values are corrected over "
                    "them).")
         key = "model:" + digest(*tables.values()) + ":" + ",".join(tables)
-        return AuditTarget(key, tables, active.dataset.attributes, active)
+        return AuditTarget(key, tables, active.dataset.attributes, active, active.dataset.user_ids)
     return uploaded_target(prefix)
 
 
+def upload_limit_text() -> str:
+    """The one upload limit, as the pages state it (read from .streamlit/config.toml, as Streamlit does)."""
+    return (f"Up to {upload_limit_mb()} MB per file (server.maxUploadSize in .streamlit/config.toml); larger tables go "
+            "through the command line: python -m core audit --embeddings FILE --attributes FILE.")
+
+
+def _upload_slot(prefix: str, column, label: str, formats: tuple[str, ...], key: str, name: str) -> None:
+    """A file uploader whose bytes are kept in session state under `key` (so reruns and other pages see them),
+    with a button that removes the kept file and empties the uploader, so it can be replaced."""
+    version = st.session_state.get(Keys.UPLOAD_VERSION, 0)
+    uploaded = column.file_uploader(label, type=list(formats), key=f"{prefix}_{name}_file_{version}")
+    if uploaded is not None:
+        st.session_state[key] = (uploaded.name, uploaded.getvalue())
+    kept = st.session_state.get(key)
+    if kept is not None:
+        column.caption(f"In use: **{kept[0]}** ({len(kept[1]) / 1024:,.1f} KB)")
+        if column.button(f"Remove {kept[0]}", key=f"{prefix}_{name}_remove"):
+            st.session_state.pop(key, None)
+            st.session_state[Keys.UPLOAD_VERSION] = version + 1  # a fresh, empty uploader
+            st.rerun()
+
+
 def uploaded_target(prefix: str) -> AuditTarget | None:
-    """Widgets to upload user embeddings and their attributes; the checked files as a target, else None."""
+    """Widgets to upload user embeddings and their attributes (removable, replaceable); the checked, id-aligned
+    files as a target with what was read shown, else None with the reason shown."""
+    st.caption(upload_limit_text())
     left, right = st.columns(2)
-    embeddings_file = left.file_uploader("User embeddings (.npy, .csv, .parquet, .safetensors)",
-                                         type=["npy", "csv", "parquet", "safetensors"], key=f"{prefix}_emb_file")
-    attributes_file = right.file_uploader("Attributes (CSV or Parquet with a user-id column)",
-                                          type=["csv", "parquet"], key=f"{prefix}_attr_file")
-    if embeddings_file is not None:
-        st.session_state[Keys.UPLOAD_EMBEDDINGS] = (embeddings_file.name, embeddings_file.getvalue())
-    if attributes_file is not None:
-        st.session_state[Keys.UPLOAD_EMBEDDING_ATTRIBUTES] = (attributes_file.name, attributes_file.getvalue())
+    _upload_slot(prefix, left, f"User embeddings ({', '.join('.' + f for f in EMBEDDING_FORMATS)})",
+                 EMBEDDING_FORMATS, Keys.UPLOAD_EMBEDDINGS, "emb")
+    _upload_slot(prefix, right, "Attributes (CSV or Parquet, with a user-id column)", ATTRIBUTE_FORMATS,
+                 Keys.UPLOAD_EMBEDDING_ATTRIBUTES, "attr")
     embeddings = st.session_state.get(Keys.UPLOAD_EMBEDDINGS)
     attributes = st.session_state.get(Keys.UPLOAD_EMBEDDING_ATTRIBUTES)
     if embeddings is None or attributes is None:
-        st.info("Upload both files. Embeddings: one row per user (optionally a user_id column). Attributes: a "
-                "user_id column and one column per attribute. Pickled files are never loaded.")
+        st.info("Upload both files. Embeddings: one row per user, with the users' ids (a user_id column, or a "
+                "'user_ids' array in .npz/.safetensors). Attributes: a user_id column and one column per attribute. "
+                "Rows are matched on the ids; pickled files are never loaded.")
         return None
+    by_position = st.checkbox(
+        "Match by position (row i of the embeddings is the user on row i of the attributes file)",
+        key=f"{prefix}_match_by_position",
+        help="Only for an embeddings file without user ids (such as .npy). Nothing can check that both files list "
+             "the users in the same order, so files without ids against attributes with ids are refused unless "
+             "you tick this.")
     try:
-        upload = cached_upload(embeddings, attributes)
+        upload = cached_upload(embeddings, attributes, by_position)
     except DataError as error:
         st.error(f"The files cannot be audited: {error}")
         return None
+    show_upload(embeddings[0], upload)
+    key = "upload:" + digest(upload.table, upload.user_ids, upload.attributes.to_numpy().astype(str))
+    return AuditTarget(key, {Path(embeddings[0]).stem: upload.table}, upload.attributes, None, upload.export_ids,
+                       upload)
+
+
+def show_upload(name: str, upload: UploadedEmbeddings) -> None:
+    """What was read: rows, dimensions, dtype, how rows were matched and what did not match; notes and warnings."""
+    how = ("**matched by position**" if upload.matched_by == "position" else "matched by user id")
+    st.caption(f"{name}: {upload.table.shape[0]:,} users × {upload.table.shape[1]} dimensions ({upload.dtype}); "
+               f"{upload.n_matched:,} users {how}; {len(upload.unmatched_embeddings):,} embedding rows without "
+               f"attributes, {len(upload.unmatched_attributes):,} attribute rows without embeddings.")
+    for note in upload.notes:
+        st.info(note)
     for warning in upload.warnings:
         st.warning(warning)
-    st.caption(f"{embeddings[0]}: {upload.table.shape[0]:,} users × {upload.table.shape[1]} dimensions.")
-    key = "upload:" + digest(upload.table, upload.user_ids)
-    return AuditTarget(key, {Path(embeddings[0]).stem: upload.table}, upload.attributes)
 
 
 def unlearning_subject(prefix: str) -> UnlearningSubject | None:
@@ -116,11 +158,34 @@ def unlearning_subject(prefix: str) -> UnlearningSubject | None:
         st.caption(f"{active.dataset.name}, {active.origin}: {active.dataset.n_users:,} users × {table.shape[1]} "
                    "dimensions (the model's editable user table; items stay untouched). Leakage is measured on "
                    "every representation the model serves with.")
-        return UnlearningSubject("model:" + digest(table), table, active.dataset.attributes, active)
+        return UnlearningSubject("model:" + digest(table), table, active.dataset.attributes, active,
+                                 active.dataset.user_ids)
     target = uploaded_target(prefix)
     if target is None:
         return None
     table = next(iter(target.tables.values()))
     st.caption("Uploaded embeddings: only methods that need no recommender are offered, and ranking quality "
                "cannot be measured.")
-    return UnlearningSubject(target.key, table, target.attributes)
+    return UnlearningSubject(target.key, table, target.attributes, user_ids=target.user_ids)
+
+
+def edited_downloads(prefix: str, table: np.ndarray, user_ids: np.ndarray | None, attributes: pd.DataFrame,
+                     stem: str) -> None:
+    """Download buttons for an edited table in a chosen format, user ids kept (as a user_id column or a user_ids
+    array; .npy holds none, so it re-imports by position only), and for the attributes with the same ids: the pair
+    uploads back on the Assess page to the same numbers."""
+    left, middle, right = st.columns([1, 2, 2], vertical_alignment="bottom")
+    formats = ["csv", "parquet", "npz", "safetensors", "npy"]
+    fmt = left.selectbox("Format", formats, key=f"{prefix}_download_format",
+                         help="CSV/Parquet carry a user_id column, .npz/.safetensors a user_ids array; .npy carries "
+                              "no ids (upload it back with 'match by position').")
+    middle.download_button(f"Download the edited embeddings (.{fmt})", embeddings_bytes(table, user_ids, fmt),
+                           file_name=f"{stem}.{fmt}", key=f"{prefix}_download_edited")
+    right.download_button("Download their attributes (.csv)", attributes_bytes(attributes, user_ids),
+                          file_name=f"{stem}_attributes.csv", mime="text/csv", key=f"{prefix}_download_attributes")
+
+
+@st.cache_data(show_spinner=False)
+def sample_files() -> tuple[bytes, bytes]:
+    """The sample pair from the built-in demo (embeddings CSV with user ids, attributes CSV), built once."""
+    return sample_pair()
