@@ -13,23 +13,25 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .data import (
-    USER_COLUMNS, DataError, attribute_frame, check_upload_size, decode_text, upload_limit_mb,
+    ITEM_COLUMNS, USER_COLUMNS, DataError, attribute_frame, check_upload_size, decode_text, upload_limit_mb,
 )
 
 __all__ = ["EMBEDDING_FORMATS", "ATTRIBUTE_FORMATS", "UploadedEmbeddings", "EmbeddingFile", "AttributeFile",
            "load_embeddings", "load_attributes", "prepare_upload", "embeddings_bytes", "save_embeddings",
-           "attributes_bytes", "sample_pair", "upload_limit_mb", "read_audit_report"]
+           "attributes_bytes", "sample_pair", "upload_limit_mb", "read_audit_report", "ExternalModel",
+           "prepare_external_model", "interactions_bytes", "model_tables_bytes"]
 
 EMBEDDING_FORMATS = ("npy", "npz", "csv", "parquet", "safetensors")
 ATTRIBUTE_FORMATS = ("csv", "parquet")
 ID_ARRAYS = ("user_ids", "user_id", "ids", "users")  # names of the ids array inside .npz / .safetensors
+ITEM_ID_ARRAYS = ("item_ids", "item_id", "ids", "items")
 # columns that hold row positions, not user ids: never read as a dimension, never guessed to be ids
 POSITION_COLUMNS = ("user_index", "index", "row", "row_index", "unnamed: 0", "")
 MIN_USERS = 20
@@ -111,9 +113,9 @@ def _suffix(label: str) -> str:
     return Path(label).suffix.lower().lstrip(".")
 
 
-def _ids_column(frame: pd.DataFrame) -> str | None:
+def _ids_column(frame: pd.DataFrame, names: tuple[str, ...] = USER_COLUMNS) -> str | None:
     lower = {str(c).strip().lower(): c for c in frame.columns}
-    return next((lower[c] for c in USER_COLUMNS if c in lower), None)
+    return next((lower[c] for c in names if c in lower), None)
 
 
 def _refuse_position_columns(frame: pd.DataFrame, label: str) -> None:
@@ -145,13 +147,13 @@ def _integer_ids(values, label: str, where) -> np.ndarray:
     return _check_ids(numeric.to_numpy(np.int64), label, where)
 
 
-def _frame_to_table(frame: pd.DataFrame, label: str, first_line: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+def _frame_to_table(frame: pd.DataFrame, label: str, first_line: int | None = None,
+                    id_columns: tuple[str, ...] = USER_COLUMNS) -> tuple[np.ndarray, np.ndarray | None]:
     """Split a frame into the numeric table and the optional user-id column, naming any non-numeric cell.
 
     `first_line` is the file line of the first data row (CSV); None reports 1-based row numbers (Parquet)."""
     where = (lambda row: f"line {row + first_line}") if first_line else (lambda row: f"row {row + 1}")
-    id_column = _ids_column(frame)
+    id_column = _ids_column(frame, id_columns)
     ids = None
     if id_column is not None:
         ids = _integer_ids(frame[id_column], label, where)
@@ -175,9 +177,10 @@ def _numeric_array(array: np.ndarray, label: str, what: str) -> np.ndarray:
     return array
 
 
-def _arrays_file(arrays: dict[str, np.ndarray], label: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _arrays_file(arrays: dict[str, np.ndarray], label: str, id_arrays: tuple[str, ...] = ID_ARRAYS
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One 2-D table plus an optional 1-D ids array (named user_ids, ids, …) from a .npz or .safetensors file."""
-    id_key = next((k for k in arrays if k.lower() in ID_ARRAYS), None)
+    id_key = next((k for k in arrays if k.lower() in id_arrays), None)
     matrices = {k: v for k, v in arrays.items() if k != id_key and v.ndim == 2}
     others = sorted(set(arrays) - set(matrices) - {id_key})
     if len(matrices) != 1 or others:
@@ -203,9 +206,12 @@ def _looks_like_header(line: str) -> bool:
     return any(ch.isalpha() for ch in cleaned)
 
 
-def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = None) -> EmbeddingFile:
-    """Read an embeddings file without pickle: the table, its ids when it carries them, its dtype, notes."""
-    raw, label = _read(source, name, "embeddings file")
+def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = None, of: str = "user"
+                         ) -> EmbeddingFile:
+    """Read an embeddings file without pickle: the table, its ids when it carries them, its dtype, notes. `of` is
+    "user" (ids in a user_id column / user_ids array) or "item" (item_id column / item_ids array)."""
+    id_columns, id_arrays = (USER_COLUMNS, ID_ARRAYS) if of == "user" else (ITEM_COLUMNS, ITEM_ID_ARRAYS)
+    raw, label = _read(source, name, f"{of} embeddings file")
     suffix = _suffix(label)
     notes: list[str] = []
     if suffix == "npy":
@@ -234,7 +240,7 @@ def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = N
             raise DataError(f"{label}: not a valid .npz file ({error})") from error
         except (OSError, EOFError, zipfile.BadZipFile) as error:
             raise DataError(f"{label}: not a valid .npz file ({error})") from error
-        table, ids = _arrays_file(arrays, label)
+        table, ids = _arrays_file(arrays, label, id_arrays)
         return EmbeddingFile(label, table.astype(np.float64), ids, str(table.dtype))
     if suffix == "safetensors":
         from safetensors.numpy import load
@@ -243,12 +249,12 @@ def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = N
             arrays = load(raw)
         except Exception as error:  # the parser raises several types on corrupt input
             raise DataError(f"{label}: not a readable safetensors file ({error})") from error
-        table, ids = _arrays_file(arrays, label)
+        table, ids = _arrays_file(arrays, label, id_arrays)
         return EmbeddingFile(label, table.astype(np.float64), ids, str(table.dtype))
     if suffix == "parquet":
         frame = _read_parquet(raw, label)
-        table, ids = _frame_to_table(frame, label)
-        dtypes = sorted({str(t) for c, t in frame.dtypes.items() if c != _ids_column(frame)})
+        table, ids = _frame_to_table(frame, label, id_columns=id_columns)
+        dtypes = sorted({str(t) for c, t in frame.dtypes.items() if c != _ids_column(frame, id_columns)})
         return EmbeddingFile(label, table, ids, "/".join(dtypes))
     if suffix in ("csv", "tsv", "txt"):
         text, note = decode_text(raw, label)
@@ -272,7 +278,7 @@ def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = N
             frame.columns = [str(c).strip() for c in frame.columns]
         else:
             frame.columns = [f"dim_{i}" for i in range(frame.shape[1])]
-        table, ids = _frame_to_table(frame, label, first_line=2 if has_header else 1)
+        table, ids = _frame_to_table(frame, label, first_line=2 if has_header else 1, id_columns=id_columns)
         return EmbeddingFile(label, table, ids, "float64 (text)", tuple(notes))
     raise DataError(f"{label}: unsupported file type .{suffix or '(none)'}; use "
                     f"{', '.join('.' + f for f in EMBEDDING_FORMATS)}")
@@ -544,3 +550,130 @@ def read_audit_report(source: bytes | str | os.PathLike, name: str | None = None
     except (KeyError, TypeError) as error:
         raise DataError(f"{label}: not an audit report written by this tool (missing {error})") from error
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- a model trained elsewhere
+
+
+@dataclass(frozen=True)
+class ExternalModel:
+    """A recommender trained elsewhere, rebuilt as a dot-product scorer (score = ⟨user row, item row⟩, the BPR-MF
+    scoring function) over its own interactions and split, so NDCG/HR before and after unlearning are measured as
+    for the models trained here. Rows follow the interactions' user and item indices."""
+
+    model: object  # core.models.BPRMF holding the uploaded tables
+    dataset: object  # core.data.InteractionDataset (its attributes aligned when an attributes file was given)
+    split: object  # core.data.Split: the file's own split column, else the seeded per-user split
+    notes: tuple[str, ...] = ()
+
+
+def _rows_for(ids_wanted: np.ndarray, read: EmbeddingFile, what: str, interactions_label: str) -> np.ndarray:
+    """The table's rows in the order of `ids_wanted`; every id must be present (a missing row cannot be scored)."""
+    if read.ids is None:
+        raise DataError(f"{read.label}: a {what} table for a trained model needs its {what} ids (a {what}_id column, "
+                        f"or a '{what}_ids' array in .npz/.safetensors) to be matched with {interactions_label}")
+    position = pd.Series(np.arange(len(read.ids)), index=read.ids)
+    found = position.reindex(ids_wanted)
+    if found.isna().any():
+        missing = ids_wanted[found.isna().to_numpy()]
+        raise DataError(f"{len(missing):,} {what}s of {interactions_label} have no row in {read.label} (ids "
+                        f"{_ids_preview(missing)}); the model cannot score them. Upload the tables the model was "
+                        "trained with, or remove those interactions")
+    return found.to_numpy(np.int64)
+
+
+def prepare_external_model(
+    users: bytes | str | os.PathLike, items: bytes | str | os.PathLike, interactions: bytes | str | os.PathLike,
+    attributes: bytes | str | os.PathLike | None = None, users_name: str | None = None,
+    items_name: str | None = None, interactions_name: str | None = None, attributes_name: str | None = None,
+    seed: int = 0, device: str = "cpu",
+) -> ExternalModel:
+    """A user table and an item table (both with ids) and the interactions they were trained and tested on
+    (user, item[, split]; no k-core filter, the model's own data as given) as a dot-product model."""
+    import torch
+
+    from .data import load_interactions_csv, split_per_user
+    from .models import BPRMF
+
+    user_file = load_embeddings_file(users, users_name, of="user")
+    item_file = load_embeddings_file(items, items_name, of="item")
+    for read in (user_file, item_file):
+        if read.table.ndim != 2 or not np.isfinite(read.table).all():
+            raise DataError(f"{read.label}: expected a finite 2-D table (rows × dimensions), found shape "
+                            f"{read.table.shape}" + ("" if read.table.ndim != 2 else " with NaN or infinite values"))
+    if user_file.table.shape[1] != item_file.table.shape[1]:
+        raise DataError(f"{user_file.label} has {user_file.table.shape[1]} dimensions but {item_file.label} has "
+                        f"{item_file.table.shape[1]}; a dot-product model needs the same number")
+    label = interactions_name or ("interactions file" if isinstance(interactions, (bytes, bytearray))
+                                  else Path(interactions).name)
+    attribute_table = None
+    notes: list[str] = []
+    if attributes is not None:
+        attr = load_attribute_file(attributes, attributes_name)
+        if not attr.has_ids:
+            raise DataError(f"{attr.label}: needs a user_id column to be matched with {label}")
+        attribute_table, notes = attr.frame, list(attr.notes)
+    dataset = load_interactions_csv(interactions, name=Path(label).stem, k=1, file_label=label)
+    if attribute_table is not None:
+        from .data import _align_attributes
+
+        dataset = replace(dataset, attributes=_align_attributes(attribute_table, dataset.user_ids))
+    user_rows = _rows_for(dataset.user_ids, user_file, "user", label)
+    item_rows = _rows_for(dataset.item_ids, item_file, "item", label)
+    extra = len(user_file.table) - len(user_rows)
+    if extra:
+        notes.append(f"{extra:,} users of {user_file.label} have no interactions in {label}; they are not scored")
+    split = split_per_user(dataset, seed=seed)
+    notes += [n for n in dataset.notes if "k-core" not in n]
+    notes.append(f"split in use: {split.describe()}" + ("" if split.mode == "file" else
+                 "; the file has no split column, so the test pairs may include pairs the model was trained on "
+                 "(add a split column with train/test to measure it as it was tested)"))
+    model = BPRMF(dataset.n_users, dataset.n_items, dim=user_file.table.shape[1])
+    with torch.no_grad():
+        model.user_emb.copy_(torch.as_tensor(user_file.table[user_rows], dtype=torch.float32))
+        model.item_emb.copy_(torch.as_tensor(item_file.table[item_rows], dtype=torch.float32))
+    return ExternalModel(model.to(device).eval(), dataset, split, tuple(notes))
+
+
+def interactions_bytes(split) -> bytes:
+    """A split's interactions as CSV (user, item, split = train/valid/test, raw ids): with the user and item tables
+    it uploads back (`prepare_external_model`) to the same split and the same ranking metrics."""
+    dataset = split.dataset
+    parts = [(split.train, "train"), (split.valid, "valid"), (split.test, "test")]
+    frame = pd.concat([pd.DataFrame({"user": dataset.user_ids[p[:, 0]], "item": dataset.item_ids[p[:, 1]],
+                                     "split": name}) for p, name in parts], ignore_index=True)
+    return frame.to_csv(index=False).encode()
+
+
+def model_tables_bytes(model, dataset, fmt: str = "csv") -> tuple[bytes, bytes]:
+    """A dot-product model's user and item tables with their raw ids (user_id / item_id), in `fmt`."""
+    import torch
+
+    with torch.no_grad():
+        users = model.user_emb.detach().cpu().numpy()
+        items = model.item_emb.detach().cpu().numpy()
+    return embeddings_bytes(users, dataset.user_ids, fmt), _item_bytes(items, dataset.item_ids, fmt)
+
+
+def _item_bytes(table: np.ndarray, item_ids: np.ndarray, fmt: str) -> bytes:
+    """Like `embeddings_bytes`, with item ids (an item_id column or an item_ids array)."""
+    fmt = fmt.lower().lstrip(".")
+    table = np.ascontiguousarray(np.asarray(table, dtype=np.float32))
+    ids = np.asarray(item_ids, dtype=np.int64)
+    buffer = io.BytesIO()
+    if fmt == "npz":
+        np.savez(buffer, embeddings=table, item_ids=ids)
+    elif fmt == "safetensors":
+        from safetensors.numpy import save
+
+        return save({"embeddings": table, "item_ids": ids})
+    elif fmt in ("csv", "parquet"):
+        frame = pd.DataFrame(table, columns=[f"dim_{i}" for i in range(table.shape[1])])
+        frame.insert(0, "item_id", ids)
+        if fmt == "csv":
+            frame.to_csv(buffer, index=False, float_format="%.9g")
+        else:
+            frame.to_parquet(buffer, index=False)
+    else:
+        raise DataError(f"cannot write an item table as .{fmt}; use .csv, .parquet, .npz or .safetensors")
+    return buffer.getvalue()

@@ -3,12 +3,12 @@ audit them, remove the leaking attributes with a method that needs no recommende
 import streamlit as st
 
 from core.audit import DEFAULT_TOLERANCE, CrossValidation, worst_verdicts
-from core.data import DataError
+from core.data import DataError, encode_attribute
 from core.unlearning.attribute import UNLEARNERS
 from ui.cache import cached_audit, cached_evaluation, cached_unlearning, labels_key
 from ui.figures import comparison_table, interval_table, verdict_table
 from ui.state import Keys
-from ui.targets import UnlearningSubject, edited_downloads, sample_files, uploaded_target
+from ui.targets import UnlearningSubject, edited_downloads, external_model, sample_files, uploaded_target
 from ui.widgets import (
     attacker_picker, attribute_labels, auc_explanation, has_target, hyperparameter_widgets, progress_callback,
     verdict_messages,
@@ -37,6 +37,7 @@ target = uploaded_target("assess")
 if target is None:
     st.stop()
 table = next(iter(target.tables.values()))
+external = external_model("assess")  # optional: the item table and interactions, for NDCG/HR
 
 # ---------------------------------------------------------------- attributes
 st.subheader("Attributes")
@@ -97,7 +98,8 @@ if stored and stored["settings"][0] == target.key:
 st.subheader("Remove the leakage")
 available = [n for n, cls in UNLEARNERS.items() if not cls.needs_model and (len(labels) == 1 or cls.multi_attribute)]
 st.caption("Methods that edit the embeddings alone (those that retrain a recommender need the Model page). "
-           "Ranking quality cannot be measured without the recommender's item table.")
+           + ("NDCG/HR before and after come from the uploaded item table and interactions." if external else
+              "Ranking quality is measured only with the recommender's item table and interactions (above)."))
 preferred = "d2d_r" if len(labels) == 1 else "lego"
 method = st.selectbox("Method", available, index=available.index(preferred) if preferred in available else 0,
                       key="assess_method", format_func=lambda n: UNLEARNERS[n].label)
@@ -109,8 +111,19 @@ with st.expander(f"{UNLEARNERS[method].label}: settings"):
     st.caption(UNLEARNERS[method].description)
     params = hyperparameter_widgets(method, "assess",
                                     fixed={"target_gap": float(target_gap)} if has_target(method) else None)
-subject = UnlearningSubject(target.key, table, target.attributes, user_ids=target.user_ids)
-edit_settings = (target.key, method, tuple(sorted(params.items())), labels_key(labels), attackers, float(tolerance))
+if external is None:
+    subject = UnlearningSubject(target.key, table, target.attributes, user_ids=target.user_ids)
+else:  # the model's user table, in the order of its interactions' users, with the attributes aligned to it
+    model_table = external.model.user_table().cpu().numpy()
+    subject = UnlearningSubject("external:" + target.key + ":" + str(external.dataset.fingerprint), model_table,
+                                external.dataset.attributes, external, external.dataset.user_ids)
+    try:  # the same attributes and types, on the model's rows
+        labels = {n: encode_attribute(external.dataset.attributes[n], n, n_bins=bins, kind=label.kind)
+                  for n, label in labels.items()}
+    except DataError as error:
+        st.error(f"The attributes cannot be matched with the model's users: {error}")
+        st.stop()
+edit_settings = (subject.key, method, tuple(sorted(params.items())), labels_key(labels), attackers, float(tolerance))
 if st.button("Unlearn", type="primary", key="assess_unlearn"):
     bar = st.progress(0.0, text="Unlearning…")
     try:
@@ -126,7 +139,7 @@ if st.button("Unlearn", type="primary", key="assess_unlearn"):
     st.session_state[Keys.ASSESS_EDITED] = {"settings": edit_settings, "result": result, "comparison": comparison}
 
 edited = st.session_state.get(Keys.ASSESS_EDITED)
-if not edited or edited["settings"][0] != target.key:
+if not edited or edited["settings"][0] != subject.key:
     st.stop()
 if edited["settings"] != edit_settings:
     st.info("The settings changed since this run: run it again to update the results below.")
@@ -135,4 +148,5 @@ if edited["result"].notes:
     st.caption(f"**{edited['result'].label}**: {edited['result'].notes}")
 st.caption("The download keeps each row's user id (except .npy, which holds none), so it uploads back here, or to "
            "python -m core audit, with the same numbers.")
-edited_downloads("assess", edited["result"].table.numpy(), target.user_ids, target.attributes, edited["result"].method)
+edited_downloads("assess", edited["result"].table.numpy(), subject.user_ids, subject.attributes,
+                 edited["result"].method)

@@ -10,6 +10,7 @@ from ui.cache import cached_dataset, cached_split, cached_training, compute_devi
 from ui.data import DATA_SOURCES, DEMO, MOVIELENS, UPLOAD
 from ui.figures import ranking_table
 from ui.state import Keys, active_model, set_active
+from ui.targets import model_exports
 from ui.widgets import progress_callback
 
 st.title("Model")
@@ -111,3 +112,6 @@ if active is not None and active.dataset.fingerprint == dataset.fingerprint:
     st.dataframe(ranking_table(active.test), hide_index=True)
     st.caption("Full ranking over all items with training and validation items masked; averaged over "
                f"{active.test.n_users:,} test users. The Audit and Unlearning pages use this model.")
+    if active.model.kind == "bpr":  # a dot-product model: its tables re-import on the Assess page
+        with st.expander("Export this model's tables and interactions (they upload back on the Assess page)"):
+            model_exports(active)

@@ -308,3 +308,41 @@ def test_cli_train_takes_kcore_and_the_checkpoint_remembers_the_split(tmp_path):
     assert "k-core filter (k = 3" in result.stdout and "split: the file's own split column" in result.stdout
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["split_mode"] == "file" and meta["dataset"]["kcore"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ a model trained elsewhere
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from core.data import make_synthetic
+    from core.training import TrainConfig, train_model
+
+    dataset = make_synthetic(n_users=300, n_items=400, seed=5)
+    split = split_per_user(dataset, seed=0)
+    return dataset, split, train_model("bpr", split, TrainConfig(dim=16, lr=5e-3, max_epochs=5, seed=0))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npz"])
+def test_a_bpr_mf_exported_and_uploaded_back_gives_the_same_ndcg(demo_model, fmt):
+    from core.metrics import evaluate_full
+    from core.uploads import interactions_bytes, model_tables_bytes, prepare_external_model
+
+    dataset, split, trained = demo_model
+    users, items = model_tables_bytes(trained.model, dataset, fmt)
+    order = np.random.default_rng(0).permutation(dataset.n_users)  # the user table's rows in another order
+    shuffled = embeddings_bytes(trained.model.user_table().numpy()[order], dataset.user_ids[order], fmt)
+    attributes = pd.DataFrame(dataset.attributes).assign(user_id=dataset.user_ids).to_csv(index=False).encode()
+    external = prepare_external_model(shuffled, items, interactions_bytes(split), attributes, f"users.{fmt}",
+                                      f"items.{fmt}", "interactions.csv", "attributes.csv")
+    assert external.split.mode == "file"
+    assert np.array_equal(external.split.test, split.test) and np.array_equal(external.split.valid, split.valid)
+    again = evaluate_full(external.model.scorer(), external.split, "test")
+    assert again.metrics["NDCG@20"] == pytest.approx(trained.test.metrics["NDCG@20"], abs=1e-6)
+    assert again.metrics["HR@20"] == pytest.approx(trained.test.metrics["HR@20"], abs=1e-6)
+    assert external.dataset.attributes["gender"].tolist() == dataset.attributes["gender"].tolist()
+    # an item the interactions need but the item table lacks is refused, by id
+    frame = pd.read_csv(io.BytesIO(model_tables_bytes(trained.model, dataset, "csv")[1])).iloc[1:]
+    with pytest.raises(DataError, match=rf"1 items of interactions.csv have no row in items.csv \(ids {dataset.item_ids[0]}\)"):
+        prepare_external_model(users, frame.to_csv(index=False).encode(), interactions_bytes(split), None,
+                               f"users.{fmt}", "items.csv", "interactions.csv")

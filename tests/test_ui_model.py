@@ -79,3 +79,26 @@ def test_missing_movielens_folder_is_explained(tmp_path):
     at.run()
     assert not at.exception
     assert "expected a MovieLens-100K folder" in at.error[0].value
+
+
+def test_kcore_threshold_and_a_split_column_are_shown_with_the_numbers_removed():
+    rng = __import__("numpy").random.default_rng(0)
+    rows = [f"{u},{i},{'test' if rng.random() < 0.2 else 'train'}" for u in range(1, 41)
+            for i in rng.choice(range(1, 31), int(rng.integers(4, 14)), replace=False)]
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state[Keys.UPLOAD_INTERACTIONS] = ("mine.csv", ("user,item,split\n" + "\n".join(rows)).encode())
+    at.run()
+    at.switch_page("pages/model.py")
+    at.run()
+    at.radio(key="model_data_source").set_value(UPLOAD)
+    at.run()
+    assert not at.exception and not at.error
+    captions = " ".join(c.value for c in at.caption)
+    assert "Split in use: the file's own split column" in captions and "mine.csv has its own split column" in captions
+    assert "k-core filter (k = 5" in captions
+    users_at_5 = int(at.metric[0].value.replace(",", ""))
+    at.number_input(key="model_kcore").set_value(7)
+    at.run()
+    assert not at.exception and not at.error
+    captions = " ".join(c.value for c in at.caption)
+    assert "k-core filter (k = 7" in captions and int(at.metric[0].value.replace(",", "")) < users_at_5

@@ -22,6 +22,8 @@ class Keys:
     UPLOAD_VERSION = "upload_version"  # bumped when an upload is removed, so its file_uploader starts empty
     ASSESS_AUDIT = "assess_audit"  # the Assess page's latest audit: {"settings", "results", "labels"}
     ASSESS_EDITED = "assess_edited"  # the Assess page's latest unlearning run: {"settings", "result", "comparison"}
+    UPLOAD_ITEM_TABLE = "upload_item_table"  # (file name, bytes) of a model's item table (Assess page)
+    UPLOAD_MODEL_INTERACTIONS = "upload_model_interactions"  # (file name, bytes) of that model's interactions
     AUDIT_RESULTS = "audit_results"  # the Audit page's latest StoredAudit
     UNLEARNING_RUNS = "unlearning_runs"  # {context: {"original": MethodEvaluation, "runs": [MethodEvaluation]}}
     UNLEARNING_SWEEPS = "unlearning_sweeps"  # trade-off sweep frames by (table, method, settings, attributes)

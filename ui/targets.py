@@ -189,3 +189,74 @@ def edited_downloads(prefix: str, table: np.ndarray, user_ids: np.ndarray | None
 def sample_files() -> tuple[bytes, bytes]:
     """The sample pair from the built-in demo (embeddings CSV with user ids, attributes CSV), built once."""
     return sample_pair()
+
+
+# ---------------------------------------------------------------------------------------------- a model trained elsewhere
+
+
+@st.cache_resource(show_spinner="Rebuilding the model…", max_entries=4)
+def cached_external(users: tuple[str, bytes], items: tuple[str, bytes], interactions: tuple[str, bytes],
+                    attributes: tuple[str, bytes] | None, device: str) -> ActiveModel:
+    """The uploaded user and item tables as a dot-product model over their interactions, with its test quality."""
+    from core.metrics import evaluate_full
+    from core.uploads import prepare_external_model
+
+    external = prepare_external_model(users[1], items[1], interactions[1], attributes and attributes[1], users[0],
+                                      items[0], interactions[0], attributes and attributes[0], device=device)
+    test = evaluate_full(external.model.scorer(), external.split, "test", device=torch.device(device))
+    origin = f"dot-product model from {users[0]} and {items[0]}; " + "; ".join(external.notes)
+    return ActiveModel(external.dataset, external.split, external.model, test, origin)
+
+
+def external_model(prefix: str) -> ActiveModel | None:
+    """Optional uploads of the item table and the interactions a model was trained and tested on, next to the user
+    table already uploaded: the model rebuilt as a dot-product scorer (NDCG/HR before and after unlearning), or
+    None (nothing uploaded, or refused with the reason shown)."""
+    from .cache import compute_device
+    from .figures import ranking_table
+
+    with st.expander("A recommender trained elsewhere: add its item table and interactions to measure ranking "
+                     "quality too", expanded=st.session_state.get(Keys.UPLOAD_ITEM_TABLE) is not None):
+        st.caption("The embeddings above are its user table; the item table needs item ids (an item_id column or "
+                   "an 'item_ids' array); the interactions are a CSV with user, item and, to evaluate on the test "
+                   "set the model was tested on, a split column (train/test[/valid]). Scores are dot products "
+                   "⟨user, item⟩, as for BPR-MF, so NDCG/HR before and after unlearning use the same function.")
+        left, right = st.columns(2)
+        _upload_slot(prefix, left, f"Item table ({', '.join('.' + f for f in EMBEDDING_FORMATS if f != 'npy')})",
+                     tuple(f for f in EMBEDDING_FORMATS if f != "npy"), Keys.UPLOAD_ITEM_TABLE, "items")
+        _upload_slot(prefix, right, "Interactions (CSV: user, item[, split])", ("csv", "tsv", "txt"),
+                     Keys.UPLOAD_MODEL_INTERACTIONS, "interactions")
+        users = st.session_state.get(Keys.UPLOAD_EMBEDDINGS)
+        items = st.session_state.get(Keys.UPLOAD_ITEM_TABLE)
+        interactions = st.session_state.get(Keys.UPLOAD_MODEL_INTERACTIONS)
+        if users is None or items is None or interactions is None:
+            return None
+        try:
+            active = cached_external(users, items, interactions, st.session_state.get(Keys.UPLOAD_EMBEDDING_ATTRIBUTES),
+                                     str(compute_device()))
+        except DataError as error:
+            st.error(f"The model cannot be rebuilt: {error}")
+            return None
+        st.caption(f"{active.dataset.n_users:,} users, {active.dataset.n_items:,} items, "
+                   f"{active.dataset.n_interactions:,} interactions; {active.origin}.")
+        st.dataframe(ranking_table(active.test), hide_index=True)
+    return active
+
+
+def model_exports(active: ActiveModel) -> None:
+    """Downloads of a dot-product model's user and item tables (with ids) and its interactions with their split:
+    uploaded on the Assess page, they give back the same NDCG/HR."""
+    from core.uploads import interactions_bytes, model_tables_bytes
+
+    users, items = model_tables_bytes(active.model, active.dataset, "csv")
+    left, middle, right = st.columns(3)
+    left.download_button("User table (.csv)", users, file_name="users.csv", mime="text/csv",
+                         key="model_export_users")
+    middle.download_button("Item table (.csv)", items, file_name="items.csv", mime="text/csv",
+                           key="model_export_items")
+    right.download_button("Interactions with their split (.csv)", interactions_bytes(active.split),
+                          file_name="interactions.csv", mime="text/csv", key="model_export_interactions")
+    attributes = active.dataset.attributes
+    if attributes.shape[1]:
+        st.download_button("Attributes (.csv)", attributes_bytes(attributes, active.dataset.user_ids),
+                           file_name="attributes.csv", mime="text/csv", key="model_export_attributes")
