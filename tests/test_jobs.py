@@ -108,3 +108,26 @@ def test_cancel_before_start_and_cancelled_exception():
     assert job.status == "cancelled"
     with pytest.raises(Cancelled):
         job.token.check()
+
+
+def test_two_sessions_run_at_once_into_one_store_without_mixing(tmp_path, demo_split):
+    """Two owners (browser tabs) train different models at the same time with the same store: two jobs, two runs,
+    each finished with its own model's numbers; the database stays consistent (a second connection reads both)."""
+    from core.recording import training_fields
+    from core.training import TrainConfig, train_model
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    runner = JobRunner()
+    jobs = {}
+    for owner, dim in (("tab-a", 16), ("tab-b", 32)):
+        config = TrainConfig(dim=dim, max_epochs=2, lr=5e-3)
+        jobs[owner] = runner.submit((owner, "train", dim), lambda p, c, config=config: train_model(
+            "bpr", demo_split, config, progress=p), owner=owner, kind="train", store=store,
+            record={"kind": "training", "label": f"dim {dim}"}, finish=lambda result, ids: training_fields(result))
+    assert runner.wait_all(300)
+    assert runner.latest("tab-a", "train").result.model.user_table().shape[1] == 16
+    assert runner.latest("tab-b", "train").result.model.user_table().shape[1] == 32
+    reopened = {r.label: r for r in RunStore(tmp_path / "runs.sqlite").records()}
+    assert {label: r.status for label, r in reopened.items()} == {"dim 16": "finished", "dim 32": "finished"}
+    for owner, dim in (("tab-a", 16), ("tab-b", 32)):
+        assert reopened[f"dim {dim}"].metrics["NDCG@20"] == pytest.approx(jobs[owner].result.test.metrics["NDCG@20"])
