@@ -171,6 +171,57 @@ def _frame_to_table(frame: pd.DataFrame, label: str, first_line: int | None = No
     return numeric.to_numpy(np.float64), ids
 
 
+def _npy_array(raw: bytes, label: str, what: str = ".npy file") -> np.ndarray:
+    """One .npy array, checked before anything is allocated: no Python objects (pickle), and a header whose shape
+    matches the bytes that follow (a truncated file or a forged header claiming terabytes is refused)."""
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version[0] == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as error:
+        raise DataError(f"{label}: not a valid {what} ({error})") from error
+    if dtype.hasobject:
+        raise DataError(f"{label}: this {what} holds Python objects (pickled data), which are never loaded because "
+                        "they can run code; save a plain numeric array instead (np.save(path, "
+                        "table.astype('float32')))")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = len(raw) - stream.tell()
+    if needed != available:
+        raise DataError(f"{label}: the {what}'s header says shape {tuple(shape)} ({needed:,} bytes of data) but "
+                        f"{available:,} bytes follow; the file is truncated or corrupt")
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{label}: not a valid {what} ({error})") from error
+
+
+def _npz_arrays(raw: bytes, label: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each checked like a .npy; a member that expands past 10 times the archive's size
+    (a compression bomb) is refused before it is decompressed."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise DataError(f"{label}: not a valid .npz file ({error})") from error
+    if not members:
+        raise DataError(f"{label}: the .npz archive holds no arrays")
+    declared = sum(m.file_size for m in members)
+    if declared > 10 * len(raw) + 2**20:
+        raise DataError(f"{label}: the archive declares {declared:,} bytes once decompressed, more than 10 times its "
+                        f"own {len(raw):,}; refused (embeddings do not compress that much)")
+    arrays = {}
+    for member in members:
+        if not member.filename.endswith(".npy"):
+            raise DataError(f"{label}: member {member.filename!r} is not a .npy array")
+        try:
+            data = archive.read(member)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
+            raise DataError(f"{label}: member {member.filename!r} cannot be read ({error})") from error
+        arrays[member.filename[:-4]] = _npy_array(data, label, f"member {member.filename!r}")
+    return arrays
+
+
 def _numeric_array(array: np.ndarray, label: str, what: str) -> np.ndarray:
     if array.dtype.kind not in "fiu":
         raise DataError(f"{label}: {what} has dtype {array.dtype}; expected numbers (float or integer)")
@@ -210,37 +261,26 @@ def load_embeddings_file(source: bytes | str | os.PathLike, name: str | None = N
                          ) -> EmbeddingFile:
     """Read an embeddings file without pickle: the table, its ids when it carries them, its dtype, notes. `of` is
     "user" (ids in a user_id column / user_ids array) or "item" (item_id column / item_ids array)."""
+    read = _read_embeddings(source, name, of)
+    if read.table.size == 0:
+        raise DataError(f"{read.label}: the table holds no values (shape {read.table.shape}); expected one row per "
+                        f"{of} and at least one dimension")
+    return read
+
+
+def _read_embeddings(source: bytes | str | os.PathLike, name: str | None, of: str) -> EmbeddingFile:
     id_columns, id_arrays = (USER_COLUMNS, ID_ARRAYS) if of == "user" else (ITEM_COLUMNS, ITEM_ID_ARRAYS)
     raw, label = _read(source, name, f"{of} embeddings file")
     suffix = _suffix(label)
     notes: list[str] = []
     if suffix == "npy":
-        try:
-            array = np.load(io.BytesIO(raw), allow_pickle=False)
-        except ValueError as error:
-            if "pickle" in str(error).lower():
-                raise DataError(f"{label}: this .npy file holds Python objects (pickled data), which are never "
-                                "loaded because they can run code; save a plain numeric array instead "
-                                "(np.save(path, table.astype('float32')))") from error
-            raise DataError(f"{label}: not a valid .npy file ({error})") from error
-        except (OSError, EOFError) as error:
-            raise DataError(f"{label}: not a valid .npy file ({error})") from error
-        if not isinstance(array, np.ndarray):
-            raise DataError(f"{label}: not a single .npy array")
+        array = _npy_array(raw, label)
+        if array.ndim != 2:
+            raise DataError(f"{label}: expected a 2-D table (users × dimensions), found shape {array.shape}")
         return EmbeddingFile(label, _numeric_array(array, label, "the array").astype(np.float64), None,
                              str(array.dtype))
     if suffix == "npz":
-        try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except ValueError as error:
-            if "pickle" in str(error).lower():
-                raise DataError(f"{label}: this .npz holds Python objects (pickled data), which are never loaded; "
-                                "save plain numeric arrays (np.savez(path, embeddings=table, user_ids=ids))") from error
-            raise DataError(f"{label}: not a valid .npz file ({error})") from error
-        except (OSError, EOFError, zipfile.BadZipFile) as error:
-            raise DataError(f"{label}: not a valid .npz file ({error})") from error
-        table, ids = _arrays_file(arrays, label, id_arrays)
+        table, ids = _arrays_file(_npz_arrays(raw, label), label, id_arrays)
         return EmbeddingFile(label, table.astype(np.float64), ids, str(table.dtype))
     if suffix == "safetensors":
         from safetensors.numpy import load
