@@ -8,9 +8,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # so pages can import core and ui however the app is started
     sys.path.insert(0, str(ROOT))
 
-from ui.widgets import device_caption  # noqa: E402  (after the path is set)
+from ui.history import use_training_job  # noqa: E402
+from ui.widgets import device_caption, require_sign_in, settings_panel  # noqa: E402  (after the path is set)
 
 st.set_page_config(page_title="Recommender privacy audit", page_icon=":material/shield_person:", layout="wide")
+require_sign_in()  # only when secrets.toml configures [auth]; served on 127.0.0.1 otherwise
 
 navigation = st.navigation(
     {
@@ -21,7 +23,10 @@ navigation = st.navigation(
             st.Page("pages/assess.py", title="Assess", icon=":material/upload_file:"),
             st.Page("pages/unlearning.py", title="Unlearning", icon=":material/auto_delete:"),
         ],
+        "Records": [st.Page("pages/history.py", title="History & Compare", icon=":material/history:")],
     }
 )
 st.sidebar.caption(device_caption())  # chosen once per process, used by every page
+settings_panel()  # the device in use and where the run history is kept
+use_training_job()  # this tab's finished training job (found again after a reload) is the model every page uses
 navigation.run()

@@ -2,12 +2,13 @@
 import streamlit as st
 
 from core.audit import DEFAULT_TOLERANCE, CrossValidation, ShadowSplit, worst_verdicts
-from core.data import DataError
-from ui.cache import cached_audit, labels_key
+from core.recording import audit_fields, audit_params
+from ui.cache import cached_audit, compute_device, labels_key
 from ui.figures import distribution_figure, interval_table, roc_figure, umap_figure, verdict_table
 from ui.state import Keys
 from ui.targets import audit_target
-from ui.widgets import attacker_picker, attribute_labels, auc_explanation, progress_callback, verdict_messages
+from ui.jobs import job_status, submit, take_result
+from ui.widgets import attacker_picker, attribute_labels, auc_explanation, verdict_messages
 
 st.title("Audit")
 st.caption("Attribute-inference attacks: can a classifier recover each attribute from the user embeddings?")
@@ -52,16 +53,25 @@ if not attackers:
 
 settings = (target.key, labels_key(labels), attackers, protocol, float(tolerance))
 if st.button("Run the audit", type="primary", key="audit_run"):
-    bar = st.progress(0.0, text="Attacking…")
-    try:
-        results = cached_audit(target, labels, attackers, protocol, tolerance, progress=progress_callback(bar))
-    except DataError as error:
-        st.error(str(error))
-        st.stop()
-    finally:
-        bar.empty()
-    st.session_state[Keys.AUDIT_RESULTS] = {"target": target.key, "settings": settings, "results": results,
-                                            "labels": labels}
+    # a background job, recorded in the history (with the model's test NDCG@20, for the privacy-utility chart)
+    active = target.active
+    dataset = ({"dataset": active.dataset.name, "fingerprint": active.dataset.fingerprint} if active else
+               {"dataset": "uploaded embeddings", "fingerprint": target.key.rsplit(":", 1)[-1]})
+    submit("audit", settings, lambda progress, cancel: cached_audit(target, labels, attackers, protocol, tolerance,
+                                                                    progress=progress),
+           "Attacking", context={"target": target.key, "settings": settings, "labels": labels},
+           finish=lambda results, run_ids: audit_fields(results, active.test if active else None),
+           record={"kind": "audit", "label": f"audit of {active.model.label if active else 'uploaded embeddings'}",
+                   "model": active.origin if active else ", ".join(target.tables), "attributes": list(labels),
+                   "params": audit_params(attackers, protocol, tolerance), "device": str(compute_device()),
+                   "source": "app", **dataset})
+
+
+def _use_audit(job) -> None:
+    st.session_state[Keys.AUDIT_RESULTS] = {**job.context, "results": job.result}
+
+
+job_status(take_result("audit", _use_audit), "The audit")
 
 stored = st.session_state.get(Keys.AUDIT_RESULTS)
 if not stored or stored["target"] != target.key:

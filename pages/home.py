@@ -20,7 +20,11 @@ st.markdown(
 3. **Unlearning**: remove one or several attributes, aiming at a target |AUC − 0.5|, and compare leakage,
    ranking quality and runtime before and after.
 
-The compute device (a GPU when there is one) is shown in the sidebar.
+Every run, from these pages or from `python -m core`, is kept: **History & Compare** lists them, puts runs side by
+side and exports a report (HTML that opens offline, JSON, CSV). Long runs work in the background with a progress
+bar and a Cancel button; you can switch pages or reload meanwhile.
+
+The compute device (a GPU when there is one) and where the history is kept are under **Settings** in the sidebar.
 """
 )
 active = active_model()

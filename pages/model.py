@@ -6,12 +6,16 @@ from core.data import MIN_INTERACTIONS, DataError, default_ml100k_dir
 from core.models import MODEL_INFO
 from core.training import DEFAULT_LR, TrainConfig
 from core.checkpoint import save_model
-from ui.cache import cached_dataset, cached_split, cached_training, compute_device, loaded_model, trained_model
+from core.recording import dataset_fields, save_trained, training_fields, training_params
+from ui.cache import (
+    cached_dataset, cached_split, cached_training, compute_device, loaded_model, run_store, trained_model,
+)
 from ui.data import DATA_SOURCES, DEMO, MOVIELENS, UPLOAD
-from ui.figures import ranking_table
+from ui.figures import NDCG_EXPLANATION, ranking_table, training_figure
 from ui.state import Keys, active_model, set_active
 from ui.targets import model_exports
-from ui.widgets import progress_callback
+from ui.history import use_training_job
+from ui.jobs import job_status, submit
 
 st.title("Model")
 st.caption("Load interactions, train a recommender or load a saved one, and check its ranking quality.")
@@ -78,18 +82,28 @@ with train_tab:
     lr = right.select_slider("Learning rate", [5e-4, 1e-3, 2e-3, 5e-3, 1e-2], value=DEFAULT_LR[kind], key="model_lr")
     config = TrainConfig(dim=dim, lr=lr, max_epochs=max_epochs)
     if st.button("Train", type="primary", key="train_button"):
-        bar = st.progress(0.0, text=f"Training on {compute_device().type}…")
-        try:
-            result = cached_training(split, dataset.fingerprint, kind, config, progress=progress_callback(bar))
-        finally:
-            bar.empty()
-        set_active(trained_model(dataset, split, result))
-        st.session_state[Keys.LAST_TRAIN_RESULT] = result
+        # a background job, recorded in the history with the trained model's files (so History can reopen it)
+        spec = {DEMO: "synthetic", MOVIELENS: f"ml-100k:{folder}"}.get(source)
+        label, device = MODEL_INFO[kind].label, compute_device()
+
+        def finish(result, run_ids):
+            save_trained(run_store(), run_ids[0], result, dataset, spec=spec, rating_threshold=threshold,
+                         kcore=int(kcore), split_mode=split.mode)
+            return training_fields(result)
+
+        submit("train", (dataset.fingerprint, kind, config, str(device)),
+               lambda progress, cancel: cached_training(split, dataset.fingerprint, kind, config, progress=progress),
+               f"Training {label} on {device.type}", finish=finish, context={"dataset": dataset, "split": split},
+               record={"kind": "training", "label": f"{label} on {dataset.name}", "model": label, "source": "app",
+                       "params": {**training_params(kind, config, spec), "rating_threshold": threshold,
+                                  "kcore": int(kcore)},
+                       "device": str(device), **dataset_fields(dataset)})
+    job_status(use_training_job(), "Training")
     result = st.session_state.get(Keys.LAST_TRAIN_RESULT)
     if result is not None and result.model.kind == kind:
         history = pd.DataFrame(result.history)
         if "valid NDCG@20" in history:
-            st.line_chart(history.set_index("epoch")[["valid NDCG@20"]], height=180)
+            st.plotly_chart(training_figure(history), key="model_training_chart")
         with st.expander("Save this model"):
             save_folder = st.text_input("Folder to save to", value=f"models/{dataset.name.replace(' ', '-')}-{kind}")
             if st.button("Save", key="save_button"):
@@ -110,8 +124,8 @@ if active is not None and active.dataset.fingerprint == dataset.fingerprint:
     st.subheader("3. Recommendation quality")
     st.caption(f"{active.origin}" + (f", {active.seconds:.1f} s" if active.seconds else ""))
     st.dataframe(ranking_table(active.test), hide_index=True)
-    st.caption("Full ranking over all items with training and validation items masked; averaged over "
-               f"{active.test.n_users:,} test users. The Audit and Unlearning pages use this model.")
+    st.caption(f"{NDCG_EXPLANATION} Full ranking over all items with training and validation items masked; averaged "
+               f"over {active.test.n_users:,} test users. The Audit and Unlearning pages use this model.")
     if active.model.kind == "bpr":  # a dot-product model: its tables re-import on the Assess page
         with st.expander("Export this model's tables and interactions (they upload back on the Assess page)"):
             model_exports(active)

@@ -3,11 +3,12 @@ import pandas as pd
 import streamlit as st
 
 from core.audit import ATTACKERS, DEFAULT_TOLERANCE, CrossValidation, ShadowSplit
-from core.data import DataError
 from core.evaluation import Comparison
 from core.unlearning.attribute import UNLEARNERS
-from ui.cache import cached_evaluation, cached_unlearning, labels_key, run_sweep
-from ui.figures import comparison_table, distribution_figure, tradeoff_figure, umap_figure
+from core.recording import audit_params, unlearning_fields
+from ui.cache import cached_evaluation, cached_unlearning, compute_device, labels_key, run_sweep
+from ui.figures import NDCG_EXPLANATION, comparison_table, distribution_figure, tradeoff_figure, umap_figure
+from ui.jobs import job_status, submit, take_result
 from ui.state import Keys
 from ui.targets import edited_downloads, unlearning_subject
 from ui.widgets import (
@@ -90,25 +91,41 @@ if not attackers:
 runs = st.session_state.setdefault(Keys.UNLEARNING_RUNS, {})
 context = (subject.key, labels_key(labels), attackers, protocol, tolerance)
 if st.button("Run unlearning", type="primary", key="unlearn_run"):
-    bar = st.progress(0.0, text="Unlearning…")
-    try:
+    chosen_methods, chosen_params = list(methods), {n: dict(params[n]) for n in methods}
+
+    def unlearn(progress, cancel):
+        """Every chosen method (60% of the bar), then the before/after evaluation; on a worker thread."""
         results = []
-        for i, name in enumerate(methods):
+        for i, name in enumerate(chosen_methods):
             def scaled(fraction, message, i=i, name=name):
-                bar.progress(min(1.0, 0.6 * (i + fraction) / len(methods)), text=f"{UNLEARNERS[name].label}: {message}")
-            results.append(cached_unlearning(subject, name, params[name], labels, progress=scaled))
-        evaluate_bar = progress_callback(bar)
-        comparison = cached_evaluation(subject, results, labels, attackers, protocol, tolerance,
-                                       progress=lambda f, m: evaluate_bar(0.6 + 0.4 * f, f"evaluating: {m}"))
-    except (DataError, ValueError) as error:
-        st.error(str(error))
-        st.stop()
-    finally:
-        bar.empty()
-    kept = runs.setdefault(context, {"original": comparison.rows[0], "runs": []})
+                progress(0.6 * (i + fraction) / len(chosen_methods), f"{UNLEARNERS[name].label}: {message}")
+            results.append(cached_unlearning(subject, name, chosen_params[name], labels, progress=scaled))
+        return cached_evaluation(subject, results, labels, attackers, protocol, tolerance,
+                                 progress=lambda f, m: progress(0.6 + 0.4 * f, f"evaluating: {m}"))
+
+    active = subject.active
+    data = ({"dataset": active.dataset.name, "fingerprint": active.dataset.fingerprint} if active else
+            {"dataset": "uploaded embeddings", "fingerprint": subject.key.rsplit(":", 1)[-1]})
+    # one run in the history per method, each with the original's numbers beside its own
+    submit("unlearn", (context, tuple((n, tuple(sorted(chosen_params[n].items()))) for n in chosen_methods)),
+           unlearn, "Unlearning", context=context,
+           finish=lambda comparison, run_ids: [unlearning_fields(row, comparison.rows[0])
+                                               for row in comparison.rows[1:]],
+           record=[{"kind": "unlearning", "label": UNLEARNERS[n].label, "attributes": list(labels),
+                    "model": active.origin if active else "uploaded embeddings", "device": str(compute_device()),
+                    "params": {"method": n, **chosen_params[n], **audit_params(attackers, protocol, tolerance)},
+                    "source": "app", **data} for n in chosen_methods])
+
+
+def _keep_runs(job) -> None:
+    comparison = job.result
+    kept = runs.setdefault(job.context, {"original": comparison.rows[0], "runs": []})
     for row in comparison.rows[1:]:
         row_params = row.result.params
         kept["runs"] = [r for r in kept["runs"] if (r.method, r.result.params) != (row.method, row_params)] + [row]
+
+
+job_status(take_result("unlearn", _keep_runs), "Unlearning")
 
 if st.button("Clear the kept runs", key="unlearn_clear"):
     runs.pop(context, None)
@@ -122,7 +139,8 @@ if not kept or not kept["runs"]:
 comparison = Comparison((kept["original"], *kept["runs"]))
 st.subheader("Side by side")
 st.caption(auc_explanation(tolerance) + " Here the verdict compares the gap with the target (no permutation test); "
-           "'target reached' is the method's own check with the full audit. Runtime is the unlearning alone.")
+           "'target reached' is the method's own check with the full audit. Runtime is the unlearning alone. "
+           + NDCG_EXPLANATION + " Unlearning should keep it close to the original's.")
 frame = comparison_table(comparison)
 st.dataframe(frame, hide_index=True, key="unlearn_table")
 st.download_button("Download the comparison (.csv)", frame.to_csv(index=False), file_name="unlearning_comparison.csv",

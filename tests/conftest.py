@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core.data import default_ml100k_dir, load_movielens_100k, make_synthetic, split_per_user  # noqa: E402
+
+# Tests never write into the repository's run history (data/runs/), and page tests run background jobs in place:
+# AppTest cannot wait for a worker thread (tests/test_jobs.py covers the threads, tests/test_browser.py the server).
+os.environ.setdefault("PRIVACY_AUDIT_RUNS", os.path.join(tempfile.mkdtemp(prefix="runs-tests-"), "runs.sqlite"))
+os.environ.setdefault("PRIVACY_AUDIT_JOBS", "inline")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

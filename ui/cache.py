@@ -23,6 +23,7 @@ from core.device import get_device
 from core.evaluation import Comparison, evaluate_unlearning, tradeoff_sweep
 from core.metrics import evaluate_full
 from core.models import MODEL_INFO
+from core.runstore import RunStore, open_store
 from core.training import TrainConfig, TrainResult, train_model
 from core.unlearning.attribute import CalibrationCache, UnlearningResult, make_unlearner
 from core.uploads import UploadedEmbeddings, prepare_upload
@@ -42,6 +43,13 @@ def compute_device() -> torch.device:
     """The device every computation of this server process runs on: the one call to `get_device` in the app
     (CUDA when present, else the CPU; PRIVACY_AUDIT_DEVICE overrides)."""
     return get_device()
+
+
+@st.cache_resource(show_spinner=False)
+def run_store() -> RunStore:
+    """The run history every page records into, one connection per server process ($PRIVACY_AUDIT_RUNS, else
+    data/runs/runs.sqlite); runs left running by a previous, killed server show as interrupted."""
+    return open_store()
 
 
 @st.cache_resource(show_spinner=False)

@@ -18,6 +18,18 @@ from core.views import group_values, separating_dimensions
 from .cache import cached_umap
 
 
+NDCG_EXPLANATION = ("NDCG@20 measures recommendation quality: how high each user's held-out items rank in their top 20 "
+                    "(0 to 1, higher is better).")
+
+
+def training_figure(history: pd.DataFrame) -> go.Figure:
+    """Validation NDCG@20 per epoch (what early stopping watches)."""
+    figure = px.line(history, x="epoch", y="valid NDCG@20", markers=True)
+    figure.update_layout(title="Validation NDCG@20 during training", height=260, margin={"t": 40, "b": 10},
+                         xaxis_title="epoch", yaxis_title="NDCG@20 (validation, 0–1)")
+    return figure
+
+
 def ranking_table(result: RankingResult) -> pd.DataFrame:
     """NDCG and HR at 5, 10, 20 as one row, with the protocol named."""
     columns = [f"{m}@{k}" for k in (5, 10, 20) for m in ("NDCG", "HR")]
@@ -101,8 +113,10 @@ def distribution_figure(tables: Mapping[str, np.ndarray], labels: AttributeLabel
     facet_row = "stage" if len(tables) > 1 else None
     figure = px.histogram(frame, x="value", color="group", facet_col="dimension", facet_row=facet_row,
                           barmode="overlay", opacity=0.55, histnorm="probability density", nbins=40)
-    figure.update_xaxes(matches=None)
-    figure.update_layout(height=300 * (len(tables) if facet_row else 1), margin={"t": 30, "b": 10})
+    figure.update_xaxes(matches=None, title_text="embedding value (model units)")
+    figure.update_yaxes(title_text="density")
+    figure.update_layout(title=f"{labels.name}: the {k} dimensions that separate the groups most, by group",
+                         height=300 * (len(tables) if facet_row else 1) + 40, margin={"t": 60, "b": 10})
     return figure
 
 
@@ -117,10 +131,10 @@ def umap_figure(tables: Mapping[str, np.ndarray], labels: AttributeLabels, max_u
                                     "group": groups[index], "stage": stage or "embeddings"}))
     frame = pd.concat(frames, ignore_index=True)
     figure = px.scatter(frame, x="UMAP 1", y="UMAP 2", color="group", facet_col="stage" if len(tables) > 1 else None,
-                        opacity=0.7, height=420)
+                        opacity=0.7, height=440, title=f"UMAP of the user embeddings, coloured by {labels.name}")
     figure.update_traces(marker={"size": 4})
-    figure.update_xaxes(matches=None)
-    figure.update_yaxes(matches=None)
+    figure.update_xaxes(matches=None, title_text="UMAP 1 (no unit)")
+    figure.update_yaxes(matches=None, title_text="UMAP 2 (no unit)")
     return figure
 
 
@@ -134,6 +148,7 @@ def tradeoff_figure(sweep: pd.DataFrame, original: pd.DataFrame, weight_name: st
         figure.add_scatter(x=[row["NDCG@20"]], y=[row["AUC"]], mode="markers", marker={"symbol": "star", "size": 13},
                            name=f"{row['attribute']} · {row['attacker']} (original)")
     figure.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
-    figure.update_layout(height=420, margin={"t": 30, "b": 10}, xaxis_title="NDCG@20 (test)",
-                         yaxis_title=f"attacker AUC (sweeping {weight_name})")
+    figure.update_layout(height=440, margin={"t": 50, "b": 10}, xaxis_title="NDCG@20 (test, 0–1)",
+                         yaxis_title=f"attacker AUC (0.5 = chance; sweeping {weight_name})",
+                         title=f"Privacy–utility trade-off: attacker AUC against NDCG@20 over {weight_name}")
     return figure

@@ -28,6 +28,8 @@ class Keys:
     UNLEARNING_RUNS = "unlearning_runs"  # {context: {"original": MethodEvaluation, "runs": [MethodEvaluation]}}
     UNLEARNING_SWEEPS = "unlearning_sweeps"  # trade-off sweep frames by (table, method, settings, attributes)
     UNLEARNING_METHODS_MODE = "unlearn_methods_mode"  # "single"/"multi": when it changes, the method defaults do
+    JOB_OWNER = "job_owner"  # this browser tab's token for its background jobs (also in the URL, for reloads)
+    JOBS_USED = "jobs_used"  # {job kind: id of the finished job whose result this session already took}
 
 
 @dataclass(frozen=True)

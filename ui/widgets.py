@@ -14,7 +14,7 @@ from core.data import AttributeLabels, DataError, encode_attribute
 from core.device import describe
 from core.unlearning.attribute import hyperparameters
 
-from .cache import compute_device
+from .cache import compute_device, run_store
 
 CUSTOM = "custom"
 ATTACKER_SET_NAMES = {"default": "Default", "thorough": "Thorough (slower)", CUSTOM: "Custom"}
@@ -23,6 +23,34 @@ ATTACKER_SET_NAMES = {"default": "Default", "thorough": "Thorough (slower)", CUS
 def device_caption() -> str:
     device = compute_device()
     return f"Compute device: {describe(device)}" + (" (no GPU found)" if not torch.cuda.is_available() else "")
+
+
+def require_sign_in() -> None:
+    """Only when .streamlit/secrets.toml has an [auth] section (see the README, "Sharing the dashboard"): everyone
+    signs in with Streamlit's built-in OpenID Connect sign-in before seeing anything."""
+    try:
+        configured = "auth" in st.secrets
+    except FileNotFoundError:  # no secrets file: a loopback-only dashboard, no sign-in
+        return
+    if not configured:
+        return
+    if not st.user.is_logged_in:
+        st.title("Privacy audit for recommender systems")
+        st.info("This dashboard holds personal data: sign in to continue.")
+        st.button("Sign in", on_click=st.login, type="primary")
+        st.stop()
+    st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
+    st.sidebar.button("Sign out", on_click=st.logout)
+
+
+def settings_panel() -> None:
+    """The sidebar's settings: the compute device in use and where the run history is kept."""
+    with st.sidebar.expander("Settings", icon=":material/settings:"):
+        st.caption(f"**Device**: {describe(compute_device())}. Chosen once when the server starts: CUDA when a GPU "
+                   "is present, else the CPU; set PRIVACY_AUDIT_DEVICE=cpu or cuda before starting to choose.")
+        store = run_store()
+        st.caption(f"**History**: {store.location} ({len(store.records())} runs kept; readable by this user only). "
+                   "Set PRIVACY_AUDIT_RUNS to a .sqlite path before starting to keep it elsewhere.")
 
 
 def progress_callback(bar) -> callable:
