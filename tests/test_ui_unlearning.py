@@ -137,6 +137,7 @@ def test_uploaded_embeddings_offer_only_model_free_methods():
     at.session_state[Keys.UPLOAD_EMBEDDINGS] = ("users.npy", buffer.getvalue())
     rows = "\n".join(f"{i},{'MF'[i % 2]}" for i in range(200))
     at.session_state[Keys.UPLOAD_EMBEDDING_ATTRIBUTES] = ("attributes.csv", f"user_id,gender\n{rows}\n".encode())
+    at.session_state["unlearn_match_by_position"] = True  # a .npy has no ids: row i is the user on row i
     at.run()
     assert not at.exception
     assert at.radio(key="unlearn_source").value == UPLOAD_TARGET
