@@ -13,7 +13,7 @@ from ui.cache import (
 from ui.data import DATA_SOURCES, DEMO, MOVIELENS, UPLOAD
 from ui.figures import NDCG_EXPLANATION, ranking_table, training_figure
 from ui.state import Keys, active_model, set_active
-from ui.targets import model_exports
+from ui.targets import model_exports, upload_limit_text
 from ui.history import use_training_job
 from ui.jobs import job_status, submit
 
@@ -28,6 +28,8 @@ if source == MOVIELENS:
     default_folder = default_ml100k_dir()
     folder = st.text_input("Folder containing u.data and u.user", value=str(default_folder or ""))
 if source == UPLOAD:
+    st.caption(upload_limit_text() + " An interactions CSV may carry its own split column (train/test[/valid]); "
+               "it is then used as given.")
     interactions_file = st.file_uploader("Interactions CSV (user, item[, rating, timestamp])", type=["csv", "tsv", "txt"])
     attributes_file = st.file_uploader("Attributes CSV (user id + attribute columns), optional", type=["csv", "tsv", "txt"])
     # uploads go through session state so that a rerun (and a test) sees the same bytes

@@ -215,3 +215,18 @@ def test_a_model_trained_elsewhere_gives_its_own_ndcg_before_and_after_unlearnin
     comparison = at.dataframe[-1].value
     assert comparison["NDCG@20"].iloc[0] == pytest.approx(trained.test.metrics["NDCG@20"], abs=1e-6)
     assert 0 < comparison["NDCG@20"].iloc[1] and len(comparison) == 2
+
+
+def test_an_attribute_with_too_many_classes_is_refused_on_the_page_with_what_to_do():
+    n = 1300
+    table = np.random.default_rng(2).normal(size=(n, 4)).astype(np.float32)
+    attributes = pd.DataFrame({"user_id": np.arange(n), "region": [f"r{i % 65}" for i in range(n)],
+                               "gender": np.array(["F", "M"])[np.arange(n) % 2]})
+    at = open_assess(("users.npz", embeddings_bytes(table, np.arange(n), "npz")),
+                     ("attributes.csv", attributes.to_csv(index=False).encode()))
+    assert at.selectbox(key="assess_type_region").value == "categorical"
+    assert any("has 65 classes" in e.value and "more than the 50" in e.value for e in at.error)
+    assert not at.get("button") or "assess_run" not in [b.key for b in at.button]  # no audit on a refused type
+    at.multiselect(key="assess_attributes").set_value(["gender"])
+    at.run()
+    assert not at.error and "assess_run" in [b.key for b in at.button]
