@@ -78,22 +78,32 @@ def training_config(model: Recommender, base: TrainConfig | None = None) -> Trai
 
 
 class NegativeSampler:
-    """Uniform negatives that avoid the user's training items, drawn on the device: the training pairs' keys are
-    sorted once and clashes found with searchsorted (vectorised; no per-pair lookups on the host)."""
+    """Uniform negatives that avoid the user's training items, drawn on the device: clashes are looked up in a
+    dense user × item mask when it is small (≤ 64M entries), else in the sorted pair keys (vectorised either way)."""
 
-    def __init__(self, train_pairs: np.ndarray, n_items: int, device: torch.device, seed: int = 0):
+    def __init__(self, train_pairs: np.ndarray, n_items: int, device: torch.device, seed: int = 0,
+                 dense_limit: int = 64_000_000):
         self.n_items, self.device = n_items, torch.device(device)
         keys = np.unique(train_pairs[:, 0].astype(np.int64) * n_items + train_pairs[:, 1])
+        n_users = int(train_pairs[:, 0].max()) + 1 if len(train_pairs) else 1
+        self.mask = None
+        if n_users * n_items <= dense_limit:
+            self.mask = torch.zeros(n_users * n_items, dtype=torch.bool, device=self.device)
+            self.mask[torch.as_tensor(keys, device=self.device)] = True
         self.keys = torch.as_tensor(keys, device=self.device)
         self.generator = torch_generator(seed, self.device)
+
+    def _seen(self, keys: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            return self.mask[keys.clamp(max=len(self.mask) - 1)] & (keys < len(self.mask))
+        return self.keys[torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)] == keys
 
     def __call__(self, users: torch.Tensor, tries: int = 20) -> torch.Tensor:
         draw = lambda: torch.randint(0, self.n_items, users.shape, generator=self.generator,  # noqa: E731
                                      device=self.device)
         negatives = draw()
         for _ in range(tries):
-            keys = users * self.n_items + negatives
-            found = self.keys[torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)] == keys
+            found = self._seen(users * self.n_items + negatives)
             if not bool(found.any()):
                 break
             negatives = torch.where(found, draw(), negatives)

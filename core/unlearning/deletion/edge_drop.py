@@ -1,10 +1,10 @@
 """LightGCN edge drop: keep every weight and drop the forgotten edges from the propagation graph (free)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from .base import DeletionMethod
+from .tables import copy_model
 
 
 @dataclass
@@ -16,7 +16,7 @@ class EdgeDrop(DeletionMethod):
     applies_to = ("lightgcn",)
 
     def _unlearn(self, model, request, progress, device, train_config, shards):
-        updated = copy.deepcopy(model).to(device)
+        updated = copy_model(model).to(device)
         updated.set_graph(request.retained_split.train)
         updated.adjacency()  # build the new graph now, so its cost is counted
         if progress is not None:

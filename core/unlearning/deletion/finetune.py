@@ -1,13 +1,13 @@
 """Fine-tune: warm-start from the trained model and train a few epochs on the retained data only."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 
 from ...models import LightGCN
 from ...params import hp
 from ...training import fit
 from .base import DeletionMethod, training_config
+from .tables import copy_model
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FineTune(DeletionMethod):
         retained = request.retained_split
         config = training_config(model, train_config)
         config = replace(config, max_epochs=self.epochs, patience=self.epochs, lr=config.lr * self.lr_scale)
-        warm = copy.deepcopy(model).to(device)
+        warm = copy_model(model).to(device)
         if isinstance(warm, LightGCN):
             warm.set_graph(retained.train)
         result = fit(warm, retained, config, progress=progress, device=device)

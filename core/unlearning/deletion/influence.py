@@ -4,11 +4,11 @@ With θ* trained on all pairs, removing the forgotten pairs F moves the optimum 
 θ* + (H + λI)⁻¹ ∇L_F(θ*), where H is the Hessian of the retained BPR loss (with L2) in the affected users' and items'
 layer-0 rows, and λ the damping without which the step explodes (H is not positive definite away from an exact
 optimum). The system is solved by conjugate gradients on Hessian-vector products (double backward), never forming
-H. LightGCN: the loss is taken on the graph without the forgotten edges, which the updated model keeps.
+H; past `max_pairs` retained pairs, the Hessian is estimated on a reweighted random sample of them. LightGCN: the
+loss is taken on the graph without the forgotten edges, which the updated model keeps.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from ...device import seed_everything
 from ...models import LightGCN
 from ...params import hp
 from .base import DeletionMethod, NegativeSampler
-from .tables import layer0_tables, pair_scores, with_tables
+from .tables import copy_model, layer0_tables, pair_scores, with_tables
 
 
 @dataclass
@@ -34,12 +34,14 @@ class InfluenceUpdate(DeletionMethod):
     cg_steps: int = hp(30, "conjugate-gradient iterations", 1, 500)
     scale: float = hp(1.0, "multiplier on the Newton step", 0.0, 5.0)
     negatives: int = hp(2, "fixed negatives per positive pair in the loss", 1, 32)
-    seed: int = hp(0, "random seed (negatives)")
+    max_pairs: int = hp(20_000, "retained pairs the Hessian is estimated on (a reweighted sample past this)", 1000,
+                        1_000_000, log=True)
+    seed: int = hp(0, "random seed (negatives, the Hessian's sample)")
 
     def _unlearn(self, model, request, progress, device, train_config, shards):
         seed_everything(self.seed)
         retained = request.retained_split
-        base = copy.deepcopy(model).to(device).requires_grad_(False)
+        base = copy_model(model).to(device).requires_grad_(False)
         if isinstance(base, LightGCN):
             base.set_graph(retained.train)
         users_table, items_table = (t.to(device) for t in layer0_tables(base))
@@ -48,11 +50,17 @@ class InfluenceUpdate(DeletionMethod):
         sampler = NegativeSampler(request.split.train, retained.n_items, device, self.seed)
         touching = np.isin(retained.train[:, 0], request.affected_users) | np.isin(retained.train[:, 1],
                                                                                     request.affected_items)
-        kept_pairs = self._with_negatives(retained.train[touching], sampler, device)
+        kept = retained.train[touching]
+        weight = 1.0
+        if len(kept) > self.max_pairs:  # an unbiased sample of the Hessian's pairs, reweighted
+            generator = np.random.default_rng(self.seed)
+            weight = len(kept) / self.max_pairs
+            kept = kept[np.sort(generator.choice(len(kept), self.max_pairs, replace=False))]
+        kept_pairs = self._with_negatives(kept, sampler, device)
         forgotten = self._with_negatives(request.pairs, sampler, device)
         l2 = model.l2
 
-        def loss(params: list[torch.Tensor], pairs) -> torch.Tensor:
+        def loss(params: list[torch.Tensor], pairs, weight: float = 1.0) -> torch.Tensor:
             users_now = users_table.index_put((rows_u,), params[0])
             items_now = items_table.index_put((rows_i,), params[1])
             users, positives, negatives = pairs
@@ -62,11 +70,11 @@ class InfluenceUpdate(DeletionMethod):
                       - pair_scores(base, users_now, items_now, users, negatives))
             regulariser = (users_now[users].pow(2).sum() + items_now[positives].pow(2).sum()
                            + items_now[negatives].pow(2).sum()) / self.negatives
-            return -F.logsigmoid(margin).sum() / self.negatives + l2 * regulariser
+            return weight * (-F.logsigmoid(margin).sum() / self.negatives + l2 * regulariser)
 
         theta = [users_table[rows_u].clone().requires_grad_(True), items_table[rows_i].clone().requires_grad_(True)]
         gradient = torch.autograd.grad(loss(theta, forgotten), theta)
-        retained_gradient = torch.autograd.grad(loss(theta, kept_pairs), theta, create_graph=True)
+        retained_gradient = torch.autograd.grad(loss(theta, kept_pairs, weight), theta, create_graph=True)
 
         def hvp(vector: list[torch.Tensor]) -> list[torch.Tensor]:
             dot = sum((g * v).sum() for g, v in zip(retained_gradient, vector))

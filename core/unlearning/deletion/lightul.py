@@ -12,7 +12,6 @@ weights are kept with the result and saved beside the model. Phantom users are n
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ from ...device import deterministic_algorithms, seed_everything, torch_generator
 from ...models import LightGCN
 from ...params import hp
 from .base import DeletionMethod, NegativeSampler
-from .tables import frozen_pair_scorer, layer0_tables, pair_scores, with_tables
+from .tables import copy_model, frozen_pair_scorer, layer0_tables, pair_scores, with_tables
 
 
 class Whitening(nn.Module):
@@ -58,22 +57,22 @@ class LightULStyle(DeletionMethod):
                    "embeddings so forgotten pairs score like never-seen positives, with BPR on retained pairs "
                    "keeping the ranking. Seconds, not minutes; Ω is applied in every score.")
 
-    steps: int = hp(150, "Adam steps on Ω", 1, 2000)
+    steps: int = hp(100, "Adam steps on Ω", 1, 2000)
     lr: float = hp(1e-2, "Adam learning rate for Ω", 1e-4, 1e-1, log=True)
     forget_weight: float = hp(1.0, "weight of the forgetting term against the retained terms", 0.01, 100.0,
                               log=True)
-    anchor_weight: float = hp(1.0, "weight keeping retained pairs' scores at their original values", 0.0, 100.0)
+    anchor_weight: float = hp(5.0, "weight keeping retained pairs' scores at their original values", 0.0, 100.0)
     margin: float = hp(0.0, "extra margin below the target score", 0.0, 5.0)
     target: str = hp("held-out", "where forgotten scores are pushed: to the user's held-out items' level, or below "
                      "a retained item (over-forgets)", choices=("held-out", "retained"))
-    batch_size: int = hp(4096, "retained pairs per step", 256, 65536)
+    batch_size: int = hp(2048, "retained pairs per step", 256, 65536)
     drop_edges: bool = hp(True, "LightGCN: also propagate over the graph without the forgotten edges")
     seed: int = hp(0, "random seed (Ω's start, sampling)")
 
     def _unlearn(self, model, request, progress, device, train_config, shards):
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
-        model = copy.deepcopy(model).to(device).requires_grad_(False)  # the caller's model is left untouched
+        model = copy_model(model).to(device).requires_grad_(False)  # the caller's model is left untouched
         original_tables = layer0_tables(model)
         base = with_tables(model, *original_tables)
         retained = request.retained_split
@@ -124,7 +123,7 @@ class LightULStyle(DeletionMethod):
                 history.append({"step": step, "loss": float(loss.detach()), "forget": float(forget.detach()),
                                 "retained": float(keep.detach())})
                 if progress is not None and (step % 10 == 0 or step == self.steps):
-                    progress(step / self.steps, f"step {step}: forget {float(forget):.4f}, retained {float(keep):.4f}")
+                    progress(step / self.steps, f"step {step}: forget {history[-1]['forget']:.4f}, retained {history[-1]['retained']:.4f}")
         with torch.no_grad():
             updated = with_tables(base, apply_omega(users_table, affected_users, omega_u),
                                   apply_omega(items_table, affected_items, omega_i))

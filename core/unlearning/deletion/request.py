@@ -9,7 +9,7 @@ forgotten interactions removed (from training, and from validation and test when
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -69,7 +69,7 @@ class ForgetRequest:
                 mask &= ~np.isin(part[:, 1], self.items)
             return part[mask]
 
-        return Split(split.dataset, keep(split.train), keep(split.valid), keep(split.test), split.seed)
+        return replace(split, train=keep(split.train), valid=keep(split.valid), test=keep(split.test))
 
     def to_frame(self) -> pd.DataFrame:
         """The forgotten pairs in the dataset's own ids (what a privacy officer files)."""

@@ -2,7 +2,6 @@
 of the affected users, for a few epochs."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ from ...models import LightGCN
 from ...params import hp
 from ...training import sample_negatives
 from .base import DeletionMethod
+from .tables import copy_model
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ReverseBPR(DeletionMethod):
         retained = request.retained_split
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
-        updated = copy.deepcopy(model).to(device).train()
+        updated = copy_model(model).to(device).train()
         if isinstance(updated, LightGCN):
             updated.set_graph(retained.train)
         kept = retained.train[np.isin(retained.train[:, 0], request.affected_users)]

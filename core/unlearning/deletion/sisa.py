@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data import DataError, Split
+from ...data import DataError
 from ...models import BPRMF, LightGCN
 from ...params import hp
 from ...progress import scaled
@@ -94,8 +94,8 @@ class ShardedRetrain(DeletionMethod):
         request_seconds = setup_seconds = 0.0
         for s in range(n_shards):
             source = retained if touched[s] else split
-            part = Split(split.dataset, *(p[shards[p[:, 0]] == s] for p in (source.train, source.valid, source.test)),
-                         seed=split.seed)
+            train, valid, test = (p[shards[p[:, 0]] == s] for p in (source.train, source.valid, source.test))
+            part = replace(split, train=train, valid=valid, test=test)
             start = time.perf_counter()
             result = train_model(model.kind, part, config, device=device,
                                  progress=scaled(progress, s / n_shards, (s + 1) / n_shards, f"shard {s + 1}: "))

@@ -39,7 +39,7 @@ def pair_scores(model: Recommender, users_table: torch.Tensor, items_table: torc
 @torch.no_grad()
 def with_tables(model: Recommender, users_table: torch.Tensor, items_table: torch.Tensor) -> Recommender:
     """A copy of `model` whose layer-0 tables are the given ones (everything else, the graph included, kept)."""
-    edited = copy.deepcopy(model)
+    edited = copy_model(model)
     if isinstance(edited, NeuMF):
         d = edited.dim
         for parameter, value in ((edited.gmf_user, users_table[:, :d]), (edited.mlp_user, users_table[:, d:]),
@@ -60,3 +60,15 @@ def frozen_pair_scorer(model: Recommender, users_table: torch.Tensor, items_tabl
         final_users, final_items = model.propagate(users_table, items_table)
         return lambda users, items: (final_users[users] * final_items[items]).sum(1)
     return lambda users, items: pair_scores(model, users_table, items_table, users, items)
+
+
+def copy_model(model: Recommender) -> Recommender:
+    """A deep copy of a model (LightGCN's cached sparse adjacency cannot be deep-copied: it is rebuilt on use)."""
+    cached = getattr(model, "_adjacency", None)
+    if cached is not None:
+        model._adjacency = None
+    try:
+        return copy.deepcopy(model)
+    finally:
+        if cached is not None:
+            model._adjacency = cached
