@@ -22,6 +22,7 @@ navigation = st.navigation(
             st.Page("pages/audit.py", title="Audit", icon=":material/policy:"),
             st.Page("pages/assess.py", title="Assess", icon=":material/upload_file:"),
             st.Page("pages/unlearning.py", title="Unlearning", icon=":material/auto_delete:"),
+            st.Page("pages/deletion.py", title="Deletion", icon=":material/delete_sweep:"),
         ],
         "Records": [st.Page("pages/history.py", title="History & Compare", icon=":material/history:")],
     }

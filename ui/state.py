@@ -28,6 +28,8 @@ class Keys:
     UNLEARNING_RUNS = "unlearning_runs"  # {context: {"original": MethodEvaluation, "runs": [MethodEvaluation]}}
     UNLEARNING_SWEEPS = "unlearning_sweeps"  # trade-off sweep frames by (table, method, settings, attributes)
     UNLEARNING_METHODS_MODE = "unlearn_methods_mode"  # "single"/"multi": when it changes, the method defaults do
+    DELETION_RUN = "deletion_run"  # the Deletion page's latest run: {"context", "request", "report"}
+    DELETION_UPLOAD = "deletion_upload"  # (file name, bytes) of an uploaded forget request
     JOB_OWNER = "job_owner"  # this browser tab's token for its background jobs (also in the URL, for reloads)
     JOBS_USED = "jobs_used"  # {job kind: id of the finished job whose result this session already took}
 
