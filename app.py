@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # so pages can import core and ui however the app is started
@@ -10,6 +11,12 @@ if str(ROOT) not in sys.path:  # so pages can import core and ui however the app
 
 from ui.history import use_training_job  # noqa: E402
 from ui.widgets import device_caption, require_sign_in, settings_panel  # noqa: E402  (after the path is set)
+
+if PagesManager.uses_pages_directory:
+    # A fresh server runs its first script through Streamlit's old pages/-folder navigation (raw file names such as
+    # "app" in the sidebar) until st.navigation has been called once; switch to st.navigation now and start again.
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 st.set_page_config(page_title="Recommender privacy audit", page_icon=":material/shield_person:", layout="wide")
 require_sign_in()  # only when secrets.toml configures [auth]; served on 127.0.0.1 otherwise
