@@ -293,7 +293,8 @@ class RunStore:
             else:
                 self.path = location / "runs.sqlite"
             self.root = self.path.parent
-        _private_dir(self.root)
+        if not self.root.exists():  # a folder we create is ours: owner-only; an existing one (say /tmp) is left as is
+            _private_dir(self.root)
         self.artifacts_root = _private_dir(self.root / "artifacts")
         self._lock = threading.RLock()
         if self.path is not None:

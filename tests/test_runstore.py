@@ -139,6 +139,18 @@ def test_delete_and_clear_remove_files(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_an_existing_shared_folder_keeps_its_permissions(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o1777)  # like /tmp
+    store = RunStore(shared / "mine.sqlite")
+    store.add("audit", "a", "fp", arrays={"t": np.ones(2)})
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "mine.sqlite").stat().st_mode) == 0o600
+    assert stat.S_IMODE((shared / "artifacts").stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_database_and_artifacts_are_owner_only(tmp_path):
     os.umask(0o022)  # the usual default: without care, files would be world-readable
     store = RunStore(tmp_path / "runs")
