@@ -133,9 +133,11 @@ class RunRecord:
 
     @property
     def verdict(self) -> str:
-        """The worst verdict over the attributes: 'leaks', 'inconclusive', 'no leak', or '' when none."""
-        statuses = {v.get("status") for v in self.verdicts.values()}
-        return next((s for s in ("leaks", "inconclusive", "no leak") if s in statuses), "")
+        """The worst verdict over the attributes ('leaks', 'inconclusive', 'no leak'); a kind with verdicts of its
+        own (a deletion's) shows them as they are; '' when none."""
+        statuses = {v.get("status") for v in self.verdicts.values() if v.get("status")}
+        worst = next((s for s in ("leaks", "inconclusive", "no leak") if s in statuses), "")
+        return worst or ", ".join(sorted(statuses))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "attributes": list(self.attributes), "artifacts": list(self.artifacts),

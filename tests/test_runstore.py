@@ -173,3 +173,13 @@ def test_object_arrays_odd_names_and_pickle_formats_are_refused():
     with pytest.raises(ValueError, match="artifact name"):
         store.add("audit", "a", "fp", arrays={"model.pkl": np.ones(2)})
     assert store.records() == []  # a refused run leaves nothing behind
+
+
+def test_a_deletion_run_has_its_slot():
+    """Deletion runs (`python -m core forget`, the Deletion page) record like any other kind; verdicts of their own
+    are shown as they are."""
+    store = RunStore()
+    record = store.add("deletion", "Retrain", "demo", metrics={"NDCG@20": 0.1},
+                       verdicts={"request": {"status": "forgotten", "explanation": "membership AUC 0.50"}})
+    assert (record.kind, record.verdict) == ("deletion", "forgotten")
+    assert store.to_frame("deletion")["verdict"].tolist() == ["forgotten"]
