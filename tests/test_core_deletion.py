@@ -35,7 +35,8 @@ FAST = {"finetune": {"epochs": 1}, "reverse_bpr": {"epochs": 1}, "lightul": {"st
 
 @pytest.fixture(scope="module")
 def trained(demo_split):
-    return {"bpr": train_model("bpr", demo_split, CONFIG), "lightgcn": train_model("lightgcn", demo_split, LIGHTGCN_CONFIG)}
+    return {"bpr": train_model("bpr", demo_split, CONFIG),
+            "lightgcn": train_model("lightgcn", demo_split, LIGHTGCN_CONFIG)}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,8 @@ def test_verdict_uses_the_stated_tolerance(nothing_report):
     assert judge(do_nothing.completeness, retrain.completeness, Tolerance())[0] == "under-forgets"
     assert judge(do_nothing.completeness, retrain.completeness, Tolerance(auc=1, hit_rate=1, mia=1))[0] == \
         "matches Retrain"
-    pushed = {**retrain.completeness, "forgotten-vs-retained AUC": retrain.completeness["forgotten-vs-retained AUC"] + 0.2}
+    auc = "forgotten-vs-retained AUC"
+    pushed = {**retrain.completeness, auc: retrain.completeness[auc] + 0.2}
     assert judge(pushed, retrain.completeness, Tolerance())[0] == "over-forgets"
 
 
@@ -225,13 +227,15 @@ def test_lightul_applies_omega_in_every_score_and_saves_it(tmp_path, trained, re
     users_table, _ = layer0_tables(result.model)
     untouched = np.setdiff1d(np.arange(model.n_users), request_1pct.affected_users)
     torch.testing.assert_close(users_table[untouched], model.user_emb.detach()[untouched])  # affected rows only
-    assert not torch.equal(users_table[request_1pct.affected_users], model.user_emb.detach()[request_1pct.affected_users])
+    affected = request_1pct.affected_users
+    assert not torch.equal(users_table[affected], model.user_emb.detach()[affected])
     folder = save_deleted_model(tmp_path / "lightul", result, model_meta(model, demo), request_1pct)
     assert (folder / OMEGA_FILE).exists()
     loaded, meta = load_model(folder, demo)
     users = torch.arange(50)
     torch.testing.assert_close(loaded.scorer()(users), result.model.scorer()(users))
-    assert meta["deletion"]["method"] == "lightul" and meta["deletion"]["forgotten_interactions"] == request_1pct.n_pairs
+    assert meta["deletion"]["method"] == "lightul"
+    assert meta["deletion"]["forgotten_interactions"] == request_1pct.n_pairs
 
 
 def test_lightgcn_edge_drop_keeps_its_graph_when_loaded(tmp_path, trained, request_1pct, demo_split, demo):

@@ -11,7 +11,6 @@ from plotly.subplots import make_subplots
 from core.data import Split
 from core.unlearning.deletion import (
     DELETERS, DeletionReport, ForgetRequest, hyperparameters, random_interactions, random_users, read_request,
-    request_for_users,
 )
 from core.unlearning.deletion.completeness import TOP_K
 

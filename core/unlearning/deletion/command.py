@@ -67,7 +67,7 @@ def run_forget(args: argparse.Namespace) -> int:
     from ...data import DataError, load_dataset, split_per_user
     from ...device import get_device
     from ...training import TrainConfig
-    from . import load_shards, random_interactions, random_users, read_request
+    from . import derive_shards, load_shards, random_interactions, random_users, read_request, save_shards
     from .evaluation import PASSING, Tolerance, run_deletion
     from .saved import save_deleted_model
 
@@ -93,6 +93,12 @@ def run_forget(args: argparse.Namespace) -> int:
     print(request.summary(), file=sys.stderr)
     train_config = TrainConfig(**meta["train_config"]) if isinstance(meta.get("train_config"), dict) else None
     shards = load_shards(args.model, split.n_users)
+    if shards is None and any(m.name == "sisa" for m in methods):
+        sisa = next(m for m in methods if m.name == "sisa")
+        shards = derive_shards(split.n_users, sisa.n_shards, model.seed)
+        written = save_shards(args.model, shards)  # kept with the model: later requests shard the same way
+        print(f"note: the model had no shard assignment; a seeded one ({sisa.n_shards} shards) was derived and "
+              f"kept as {written}, so this run trains the original shard models too", file=sys.stderr)
     bar, progress = _progress_bar()
     with bar:
         report = run_deletion(model, request, methods, progress=progress, device=device, train_config=train_config,

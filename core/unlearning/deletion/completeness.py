@@ -77,9 +77,11 @@ def _rows_of(pairs: np.ndarray, start: int, end: int) -> slice:
     return slice(int(np.searchsorted(pairs[:, 0], start)), int(np.searchsorted(pairs[:, 0], end)))
 
 
-def _pair_stats(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, chunk: int = 4096):
+def _pair_stats(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, max_elements: int = 1 << 24):
     """Per pair: its score, its rank among the row's items (ties broken by the lower item index, as the stable
-    sort of core.metrics does), and the row's mean and std; -inf entries are excluded from ranks."""
+    sort of core.metrics does), and the row's mean and std; -inf entries are excluded from ranks. Pairs are taken in
+    chunks of at most `max_elements` gathered scores, which bounds memory for large catalogues."""
+    chunk = max(1, min(4096, max_elements // max(1, scores.shape[1])))
     out_score, out_rank, out_mean, out_std = [], [], [], []
     index = torch.arange(scores.shape[1], device=scores.device)
     finite = torch.isfinite(scores)
@@ -96,7 +98,8 @@ def _pair_stats(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, c
         out_rank.append(above.sum(1))
         out_mean.append(means[r])
         out_std.append(stds[r])
-    cat = lambda parts, dtype: torch.cat(parts).cpu().numpy().astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    def cat(parts, dtype):
+        return torch.cat(parts).cpu().numpy().astype(dtype) if parts else np.zeros(0, dtype)
     return (cat(out_score, np.float64), cat(out_rank, np.int64), cat(out_mean, np.float64), cat(out_std, np.float64))
 
 

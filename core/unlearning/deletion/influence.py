@@ -1,11 +1,11 @@
 """Influence-function update (IFRU-style): one damped Newton step on the affected embeddings.
 
-With θ* trained on all pairs, removing the forgotten pairs F moves the optimum of the retained loss to about
-θ* + (H + λI)⁻¹ ∇L_F(θ*), where H is the Hessian of the retained BPR loss (with L2) in the affected users' and items'
+With θ* trained on all pairs, removing the forgotten pairs F moves the optimum of the retained loss to about θ* + (H
++ λI)⁻¹ ∇L_F(θ*), where H is the Hessian of the retained BPR loss (with L2) in the affected users' and items'
 layer-0 rows, and λ the damping without which the step explodes (H is not positive definite away from an exact
-optimum). The system is solved by conjugate gradients on Hessian-vector products (double backward), never forming
-H; past `max_pairs` retained pairs, the Hessian is estimated on a reweighted random sample of them. LightGCN: the
-loss is taken on the graph without the forgotten edges, which the updated model keeps.
+optimum). The system is solved by conjugate gradients on Hessian-vector products (double backward), never forming H;
+past `max_pairs` retained pairs, the Hessian is estimated on a reweighted random sample of them. LightGCN: the loss
+is taken on the graph without the forgotten edges, which the updated model keeps.
 """
 from __future__ import annotations
 

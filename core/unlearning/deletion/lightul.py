@@ -1,14 +1,14 @@
 """LightUL-style whitening: small residual MLPs Ω_u, Ω_i (d → d/2 → d, identity at start) applied to the affected
 users' and items' layer-0 rows only; only Ω trains.
 
-A squared hinge pushes each forgotten pair's score below its original score and down to where the user's
-held-out (validation) items score, the level a never-trained-on positive has (a whole forgotten user: the level of a
-random pair), or below a retained item of the user (`target='retained'`, closer to the reference code, which
-over-forgets); a BPR term on retained pairs touching affected users or items, plus an anchor keeping those pairs'
-scores at their original values, keeps the ranking. After training, Ω is applied to those rows and the edited tables are
-written into a copy of the model, so every score of the updated model, for accuracy and for completeness alike,
-has Ω applied (the reference code scores completeness with Ω and accuracy without it; we never mix them). Ω's
-weights are kept with the result and saved beside the model. Phantom users are not implemented.
+A squared hinge pushes each forgotten pair's score below its original score and down to where the user's held-out
+(validation) items score, the level a never-trained-on positive has (a whole forgotten user: the level of a random
+pair), or below a retained item of the user (`target='retained'`, closer to the reference code, which over-forgets);
+a BPR term on retained pairs touching affected users or items, plus an anchor keeping those pairs' scores at their
+original values, keeps the ranking. After training, Ω is applied to those rows and the edited tables are written
+into a copy of the model, so every score of the updated model, for accuracy and for completeness alike, has Ω
+applied (the reference code scores completeness with Ω and accuracy without it; we never mix them). Ω's weights are
+kept with the result and saved beside the model. Phantom users are not implemented.
 """
 from __future__ import annotations
 
@@ -113,7 +113,8 @@ class LightULStyle(DeletionMethod):
                     positive = pair_scores(base, users_now, items_now, users, items)
                     negative = pair_scores(base, users_now, items_now, users, negatives)
                     with torch.no_grad():
-                        anchor_positive, anchor_negative = original_score(users, items), original_score(users, negatives)
+                        anchor_positive = original_score(users, items)
+                        anchor_negative = original_score(users, negatives)
                     keep = (-F.logsigmoid(positive - negative).mean() + self.anchor_weight * (
                         (positive - anchor_positive).pow(2).mean() + (negative - anchor_negative).pow(2).mean()))
                 loss = self.forget_weight * forget + keep
@@ -123,7 +124,9 @@ class LightULStyle(DeletionMethod):
                 history.append({"step": step, "loss": float(loss.detach()), "forget": float(forget.detach()),
                                 "retained": float(keep.detach())})
                 if progress is not None and (step % 10 == 0 or step == self.steps):
-                    progress(step / self.steps, f"step {step}: forget {history[-1]['forget']:.4f}, retained {history[-1]['retained']:.4f}")
+                    last = history[-1]
+                    progress(step / self.steps,
+                             f"step {step}: forget {last['forget']:.4f}, retained {last['retained']:.4f}")
         with torch.no_grad():
             updated = with_tables(base, apply_omega(users_table, affected_users, omega_u),
                                   apply_omega(items_table, affected_items, omega_i))
@@ -149,10 +152,9 @@ class LightULStyle(DeletionMethod):
             counts = np.searchsorted(reference[:, 0], users, side="right") - starts
             pick = starts + (rng.random(len(users)) * np.maximum(counts, 1)).astype(np.int64)
             fallback = float(reference_scores.median()) if len(reference) else 0.0
-            values = torch.where(torch.as_tensor(counts > 0, device=device),
-                                 reference_scores[torch.as_tensor(pick.clip(max=max(0, len(reference) - 1)), device=device)],
-                                 torch.tensor(fallback, device=device))
-            return values
+            pick = torch.as_tensor(pick.clip(max=max(0, len(reference) - 1)), device=device)
+            return torch.where(torch.as_tensor(counts > 0, device=device), reference_scores[pick],
+                               torch.tensor(fallback, device=device))
         n_users = request.split.n_users
         index = torch.as_tensor(reference[:, 0], device=device)
         sums = torch.zeros(n_users, device=device).index_add_(0, index, reference_scores)

@@ -51,7 +51,8 @@ class ReverseBPR(DeletionMethod):
                     if len(kept):
                         index = kept_order[np.arange(step * self.batch_size, (step + 1) * self.batch_size) % len(kept)]
                         loss = loss + self._bpr(updated, kept[index], csr, rng, device)
-                    index = forget_order[np.arange(step * self.batch_size, (step + 1) * self.batch_size) % len(forgotten)]
+                    window = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+                    index = forget_order[window % len(forgotten)]
                     loss = loss - self.ascent_weight * self._bpr(updated, forgotten[index], csr, rng, device)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
