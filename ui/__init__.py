@@ -7,6 +7,8 @@
     targets.py  what the Audit and Unlearning pages work on: the model's representations or uploaded embeddings
     widgets.py  shared widgets: attribute types, attacker and protocol pickers, hyper-parameters, verdicts, progress
     figures.py  tables and Plotly figures (no widgets)
+    jobs.py     background jobs: the process's job runner, this tab's jobs, the polling progress/cancel fragment
+    history.py  finished jobs taken into the session, kept models reopened from the run history
 
 Nothing in core imports this package; pages import it and core, never each other.
 """
