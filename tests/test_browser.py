@@ -1,7 +1,8 @@
 """Real browser: Playwright drives Debian's Chromium through the whole flow (train -> audit -> unlearn -> History &
 Compare -> export), reloads and finds the runs again, opens the exported report with networking disabled, and
 kills the server during a job to check that the history says "interrupted" after a restart (and that a cancel
-stops a job). Screenshots go to the test's temporary folder.
+stops a job, and that two tabs training at once each get their own model and run). Screenshots go to the test's
+temporary folder.
 
 The server is started the way Streamlit's own end-to-end suite does it, with background jobs on threads (not the
 inline mode the AppTests use) and a temporary run history. Skipped when /usr/bin/chromium is missing, except under
@@ -241,7 +242,27 @@ def test_killed_server_leaves_an_interrupted_run_and_cancel_stops_a_job(chromium
         page.get_by_role("button", name="Cancel").click()
         expect(page.get_by_text("Training was cancelled after")).to_be_visible(timeout=30_000)
         no_exception(page)
+
+        # two tabs (two sessions) train at once, each gets its own model
+        other_context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        other = other_context.new_page()
+        other.goto(url)
+        other.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        other.get_by_role("link", name="Model").click()
+        expect(other.get_by_text("Users", exact=True)).to_be_visible(timeout=60_000)
+        set_epochs(page, 2)
+        set_epochs(other, 3)
+        page.get_by_role("button", name="Train").click()
+        other.get_by_role("button", name="Train").click()
+        expect(page.get_by_text("trained BPR-MF (3 epochs").first).to_be_visible(timeout=180_000)
+        expect(other.get_by_text("trained BPR-MF (4 epochs").first).to_be_visible(timeout=180_000)
+        assert page.get_by_text("trained BPR-MF (4 epochs").count() == 0
+        no_exception(page)
+        no_exception(other)
+        other_context.close()
         page.close()
     finally:
         stop_server(process)
-    assert sorted(r.status for r in RunStore(runs).records()) == ["cancelled", "interrupted"]
+    records = RunStore(runs).records()
+    assert sorted(r.status for r in records) == ["cancelled", "finished", "finished", "interrupted"]
+    assert sorted(r.metrics["epochs run"] for r in records if r.status == "finished") == [3, 4]
