@@ -3,7 +3,8 @@ import streamlit as st
 
 from core.audit import DEFAULT_TOLERANCE, CrossValidation, ShadowSplit, worst_verdicts
 from core.recording import audit_fields, audit_params
-from ui.cache import cached_audit, compute_device, labels_key
+from core.report import find_runs, render
+from ui.cache import cached_audit, compute_device, labels_key, run_store
 from ui.figures import distribution_figure, interval_table, roc_figure, umap_figure, verdict_table
 from ui.state import Keys
 from ui.targets import audit_target
@@ -68,7 +69,7 @@ if st.button("Run the audit", type="primary", key="audit_run"):
 
 
 def _use_audit(job) -> None:
-    st.session_state[Keys.AUDIT_RESULTS] = {**job.context, "results": job.result}
+    st.session_state[Keys.AUDIT_RESULTS] = {**job.context, "results": job.result, "run_ids": job.run_ids}
 
 
 job_status(take_result("audit", _use_audit), "The audit")
@@ -96,10 +97,16 @@ for name, result in results.items():
 
 st.subheader("Attack results")
 st.dataframe(interval_table(results), hide_index=True)
-st.download_button("Download the report (JSON)", "[" + ",".join(r.to_json() for r in results.values()) + "]",
-                   file_name="audit.json", mime="application/json")
-st.download_button("Download the report (Markdown)", "\n\n".join(r.to_markdown() for r in results.values()),
-                   file_name="audit.md", mime="text/markdown")
+kept = [run_id for run_id in stored.get("run_ids", ()) if run_id in {r.run_id for r in run_store().records("audit")}]
+left, middle, right = st.columns(3)
+if kept:  # the recorded run: dataset and fingerprint, model, date, device, versions, protocol, verdicts in words
+    records = find_runs(run_store(), kept)
+    left.download_button("Download the report (HTML, opens offline)", render(records, "html"),
+                         file_name="audit-report.html", mime="text/html", key="audit_report_html")
+    middle.download_button("Download the report (JSON)", render(records, "json"), file_name="audit-report.json",
+                           mime="application/json", key="audit_report_json")
+right.download_button("Download the attack tables (Markdown)", "\n\n".join(r.to_markdown() for r in results.values()),
+                      file_name="audit.md", mime="text/markdown", key="audit_report_md")
 
 st.subheader("ROC curves")
 chosen = st.selectbox("Attribute", list(audited_labels), key="audit_roc_attribute")

@@ -56,8 +56,15 @@ def test_audit_page_shows_verdicts_table_and_charts(audited):
     text = captions(audited)
     assert "0.5 = no better than chance; far below 0.5 is leakage too, mirrored" in text and "two-sided" in text
     assert len(audited.get("plotly_chart")) == 2  # ROC curves and the per-dimension histograms
-    assert [b.label for b in audited.get("download_button")] == ["Download the report (JSON)",
-                                                                  "Download the report (Markdown)"]
+    assert [b.label for b in audited.get("download_button")] == ["Download the report (HTML, opens offline)",
+                                                                  "Download the report (JSON)",
+                                                                  "Download the attack tables (Markdown)"]
+    # the audit is in the run history with the verdicts shown (what the reports are built from)
+    from core.runstore import open_store
+
+    run = open_store().records("audit")[-1]
+    assert (run.status, run.source, run.attributes) == ("finished", "app", ("gender", "age"))
+    assert {a: v["status"] for a, v in run.verdicts.items()} == dict(zip(verdicts["attribute"], verdicts["verdict"]))
 
 
 def test_attribute_type_can_be_overridden(audited):
