@@ -132,6 +132,24 @@ def test_moment_matching_gives_each_group_its_target_mean_and_covariance():
     assert float((targets[1][0] - pooled).abs().max()) < 0.15 < float((x[codes == 1].mean(0) - pooled).abs().max())
 
 
+def test_random_group_targets_have_a_relabellings_centre_and_spread():
+    """The targets are drawn from a Gaussian surrogate (no user's own values in them) yet behave like a shuffle of the
+    labels: their size-weighted mean is the labelled mean, and the difference between two groups' target means
+    spreads as Σ(1/n_A + 1/n_B), the chance level a random labelling shows."""
+    x, _, codes = random_groups(n=400, d=3, n_classes=2, seed=2)
+    x = x * torch.tensor([1.0, 2.0, 0.5], dtype=x.dtype)
+    sizes = torch.bincount(codes).double()
+    generator = torch.Generator().manual_seed(0)
+    gaps = []
+    for _ in range(1500):
+        (mean_a, _), (mean_b, _) = random_group_moments(x, codes, 2, generator)
+        assert torch.allclose((sizes[0] * mean_a + sizes[1] * mean_b) / sizes.sum(), x.mean(0), atol=1e-9)
+        gaps.append(mean_a - mean_b)
+    observed = torch.stack(gaps).var(0)
+    expected = torch.cov(x.T).diagonal() * (1 / sizes[0] + 1 / sizes[1])
+    assert torch.allclose(observed, expected, rtol=0.15)  # the variance of 1,500 draws is within ~4% (1 s.e.)
+
+
 def test_random_group_targets_leave_no_mirror_where_exact_equality_does():
     """Matching every group exactly onto the pooled moments mirrors under cross-validation (a linear attacker reads
     AUC far below 0.5); matching onto a random group's moments leaves the attackers at chance, both sides."""

@@ -9,7 +9,9 @@ Why the targets are a *random relabelling's* groups and not the pooled moments: 
 mean exactly equal (an exact in-sample eraser) leaves the held-out users' group difference the mirror image of
 the training users', which a cross-validated linear attacker reads below AUC 0.5 (SPEC section 4). A random
 group of the same size has the chance-level difference that real noise would leave, so the edited table looks,
-to any attacker, like a table whose labels were shuffled. Several attributes alternate for a few rounds.
+to any attacker, like a table whose labels were shuffled. The random groups are drawn from a Gaussian surrogate with
+the table's mean and covariance rather than from the users themselves (see `random_group_moments`). Several
+attributes alternate for a few rounds.
 """
 from __future__ import annotations
 
@@ -56,18 +58,53 @@ def _pooled_cov(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 GroupMoments = list[tuple[torch.Tensor, torch.Tensor] | None]  # per class: (mean, covariance), None if empty
 
 
+SURROGATE_CHUNK = 65_536  # surrogate rows drawn at a time (memory ~ chunk × d)
+
+
 def random_group_moments(x: torch.Tensor, codes: torch.Tensor, n_classes: int,
                          generator: torch.Generator) -> GroupMoments:
-    """The moments of random groups of the same sizes as the real ones: the labels shuffled among the labelled
-    rows (−1 rows stay out). Float64."""
+    """Targets: the moments of random groups of the same sizes as the real ones, drawn from a Gaussian surrogate with
+    the labelled rows' mean and covariance (−1 rows stay out), centred so the sizes-weighted mean of the targets is
+    the labelled mean, exactly as a relabelling's would be. Float64.
+
+    Why a surrogate and not a shuffle of the real labels: a shuffled group's mean contains each user's own embedding,
+    so the target a user is moved to leans on that user; an MLP trained on the other folds reads that as a mirror
+    (measured on a 1,000-user demo, gender, mean matching, ten seeds: MLP AUC 0.455 ± 0.015 with shuffled groups,
+    0.499 ± 0.014 with the surrogate; logistic regression 0.477 → 0.491). The surrogate's groups have the
+    chance-level spread of a shuffle without any user's own values in them."""
     work = x.double()
-    labelled = (codes >= 0).nonzero().squeeze(1)
-    shuffled = codes[labelled][torch.randperm(len(labelled), generator=generator).to(codes.device)]
+    labelled = codes >= 0
+    d = work.shape[1]
+    pooled_mean = work[labelled].mean(0)
     pooled_cov = _pooled_cov(work, codes)
+    floor = 1e-12 * float(pooled_cov.diagonal().mean().clamp(min=1e-30))
+    root, _ = _sqrt_and_inverse_sqrt(pooled_cov, floor)
+    sizes = torch.bincount(codes[labelled], minlength=n_classes).tolist()
+    drawn: list[tuple[int, torch.Tensor, torch.Tensor] | None] = []
+    for n in sizes:
+        if n == 0:
+            drawn.append(None)
+            continue
+        total = torch.zeros(d, dtype=torch.float64, device=work.device)
+        outer = torch.zeros(d, d, dtype=torch.float64, device=work.device)
+        for start in range(0, n, SURROGATE_CHUNK):
+            rows = torch.randn(min(SURROGATE_CHUNK, n - start), d, generator=generator, dtype=torch.float64)
+            rows = rows.to(work.device) @ root
+            total += rows.sum(0)
+            outer += rows.T @ rows
+        mean = total / n
+        cov = (outer - n * torch.outer(mean, mean)) / max(n - 1, 1)
+        drawn.append((n, mean, cov))
+    present = [item for item in drawn if item is not None]
+    centre = sum(n * mean for n, mean, _ in present) / sum(n for n, _, _ in present)
     out: GroupMoments = []
-    for g in range(n_classes):
-        members = labelled[shuffled == g]
-        out.append(_moments(work, members, pooled_cov) if len(members) else None)
+    for item in drawn:
+        if item is None:
+            out.append(None)
+            continue
+        n, mean, cov = item
+        shrink = d / (n + d) if n < 2 * d else 0.0  # as `_moments` does for a real group this small
+        out.append((pooled_mean + mean - centre, (1 - shrink) * cov + shrink * pooled_cov))
     return out
 
 
