@@ -3,11 +3,12 @@ import streamlit as st
 
 from core.audit import DEFAULT_TOLERANCE, CrossValidation, ShadowSplit, worst_verdicts
 from core.recording import audit_fields, audit_params
-from core.report import find_runs, render
+from core.report import find_runs
 from ui.cache import cached_audit, compute_device, labels_key, run_store
 from ui.figures import distribution_figure, interval_table, roc_figure, umap_figure, verdict_table
 from ui.state import Keys
 from ui.targets import audit_target
+from ui.history import cached_report, report_stamp
 from ui.jobs import job_status, submit, take_result
 from ui.widgets import attacker_picker, attribute_labels, auc_explanation, verdict_messages
 
@@ -100,10 +101,10 @@ st.dataframe(interval_table(results), hide_index=True)
 kept = [run_id for run_id in stored.get("run_ids", ()) if run_id in {r.run_id for r in run_store().records("audit")}]
 left, middle, right = st.columns(3)
 if kept:  # the recorded run: dataset and fingerprint, model, date, device, versions, protocol, verdicts in words
-    records = find_runs(run_store(), kept)
-    left.download_button("Download the report (HTML, opens offline)", render(records, "html"),
+    stamp = report_stamp(find_runs(run_store(), kept))
+    left.download_button("Download the report (HTML, opens offline)", cached_report(stamp, "html"),
                          file_name="audit-report.html", mime="text/html", key="audit_report_html")
-    middle.download_button("Download the report (JSON)", render(records, "json"), file_name="audit-report.json",
+    middle.download_button("Download the report (JSON)", cached_report(stamp, "json"), file_name="audit-report.json",
                            mime="application/json", key="audit_report_json")
 right.download_button("Download the attack tables (Markdown)", "\n\n".join(r.to_markdown() for r in results.values()),
                       file_name="audit.md", mime="text/markdown", key="audit_report_md")

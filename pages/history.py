@@ -6,10 +6,10 @@ import streamlit as st
 from core.data import DataError
 from core.report import (
     AUC_EXPLANATION, GAP_EXPLANATION, NDCG_EXPLANATION, VERDICT_WORDS, auc_ndcg_figure, comparison_frame,
-    find_runs, render, runtime_figure,
+    find_runs, runtime_figure,
 )
 from ui.cache import run_store
-from ui.history import reopen_model
+from ui.history import cached_report, reopen_model, report_stamp
 
 st.title("History & Compare")
 store = run_store()
@@ -64,16 +64,11 @@ if picked:
     if runtime is not None:
         right.plotly_chart(runtime, key="history_runtime")
 
-    stamp = tuple((r.run_id, r.status, r.finished) for r in chosen)
-
-    @st.cache_data(show_spinner="Writing the report…", max_entries=8)
-    def report(stamp: tuple, fmt: str) -> str:
-        return render(find_runs(run_store(), [run_id for run_id, _, _ in stamp]), fmt)
-
+    stamp = report_stamp(chosen)
     st.write("Download the report of these runs (the HTML file opens with no network: its charts are embedded):")
     columns = st.columns(3)
     for column, (fmt, mime) in zip(columns, (("html", "text/html"), ("json", "application/json"), ("csv", "text/csv"))):
-        column.download_button(f"Report (.{fmt})", report(stamp, fmt), file_name=f"privacy-report.{fmt}", mime=mime,
+        column.download_button(f"Report (.{fmt})", cached_report(stamp, fmt), file_name=f"privacy-report.{fmt}", mime=mime,
                                key=f"history_report_{fmt}")
 
 # ---------------------------------------------------------------- one run

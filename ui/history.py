@@ -7,6 +7,7 @@ import streamlit as st
 from core.checkpoint import read_metadata
 from core.data import MIN_INTERACTIONS, DataError, InteractionDataset, load_dataset
 from core.jobs import Job
+from core.report import find_runs, render
 from core.runstore import RunRecord
 
 from .cache import cached_split, loaded_model, run_store, trained_model
@@ -22,6 +23,17 @@ def use_training_job() -> Job | None:
         st.session_state[Keys.LAST_TRAIN_RESULT] = job.result
 
     return take_result("train", use)
+
+
+@st.cache_data(show_spinner="Writing the report…", max_entries=8)
+def cached_report(stamp: tuple[tuple[str, str, str | None], ...], fmt: str) -> str:
+    """The report of these runs in `fmt`, written once per (run id, status, finish time) stamp: a finished run does
+    not change, and the HTML (plotly.js inlined) is several megabytes."""
+    return render(find_runs(run_store(), [run_id for run_id, _, _ in stamp]), fmt)
+
+
+def report_stamp(records) -> tuple[tuple[str, str, str | None], ...]:
+    return tuple((r.run_id, r.status, r.finished) for r in records)
 
 
 @st.cache_resource(show_spinner="Loading the run's data…", max_entries=4)
