@@ -122,9 +122,10 @@ def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STREN
     kinds = "+".join(signals)
     for n in sizes:
         for strength_name in strengths:
-            strength = PLANTED_STRENGTHS[strength_name]
+            strength = PLANTED_STRENGTHS.get(strength_name) or float(strength_name)
             table_, labels = planted_population(n, 64, strength, seed=n % 97, signals=signals)
-            rows.append(run_row(f"synthetic {n:,} × 64, {strength_name} {kinds}", torch.as_tensor(table_),
+            rows.append(run_row(f"synthetic {n:,} × 64, {strength_name} {kinds}" if strength_name in PLANTED_STRENGTHS
+                               else f"synthetic {n:,} × 64, strength {strength} {kinds}", torch.as_tensor(table_),
                                 {"planted": labels}, None, None, device))
             del table_
     return rows
@@ -137,8 +138,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
     parser.add_argument("--signals", nargs="*", default=list(SIGNALS), help="planted signals of the synthetic rows")
-    parser.add_argument("--strengths", nargs="*", default=list(PLANTED_STRENGTHS), choices=list(PLANTED_STRENGTHS),
-                        help="planted strengths of the synthetic rows")
+    parser.add_argument("--strengths", nargs="*", default=list(PLANTED_STRENGTHS),
+                        help="planted strengths of the synthetic rows: weak, strong or a number")
     parser.add_argument("--section", default="attribute_unlearning",
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
