@@ -341,6 +341,29 @@ def test_verification_refuses_a_gap_within_the_target_whose_re_audit_margin_is_n
         assert "re-audit margin" in search.log[-1]
 
 
+def test_when_no_candidate_clears_the_margin_the_audited_one_within_the_target_is_returned(monkeypatch):
+    """A candidate the full audit puts within the target (not its margin) beats one only a noisy probe liked."""
+    from core.unlearning.attribute import target
+
+    table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    search = target.TargetSearch(original, {"planted": labels}, None, torch.device("cpu"), 0.05, 0)
+
+    def measured(gap, margin=0.0):
+        return lambda *args, **kwargs: target.Leakage({("user", "planted"): gap}, "cv", {("user", "planted"): margin})
+
+    monkeypatch.setattr(target, "measure_leakage", measured(0.3))
+    search.start()
+    audited, probed = original + 1, original + 2
+    monkeypatch.setattr(target, "measure_leakage", measured(0.045, 0.02))
+    assert not search.verify(audited, "audited candidate")
+    monkeypatch.setattr(target, "measure_leakage", measured(0.02))
+    search.probe(probed, "probe-only candidate")
+    returned, details, note = search.outcome(None)
+    assert torch.equal(returned, audited) and not details["reached"] and details["within_target_not_margin"]
+    assert "NOT with the margin" in note
+
+
 def test_lego_style_reuses_its_calibrations_and_the_key_depends_on_every_setting(demo_bpr, demo_labels):
     table = demo_bpr.model.user_table()
     cache = CalibrationCache()

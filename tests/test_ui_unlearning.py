@@ -82,7 +82,7 @@ def test_two_methods_side_by_side(unlearned):
     # the linear eraser has no target; it leaves each group at a random group's mean, so no linear attacker gains
     assert leace["target reached"] == "no target" and np.isnan(leace["target"])
     assert abs(leace["AUC gender Logistic regression"] - 0.5) < 0.05
-    assert d2d["target"] == pytest.approx(0.05) and d2d["target reached"] in ("yes", "no")
+    assert d2d["target"] == pytest.approx(0.05) and d2d["target reached"] in ("yes", "no", "no: within it, not its re-audit margin")
     assert ("reached and verified" in d2d["notes"]) == (d2d["target reached"] == "yes")
     assert d2d["worst |AUC − 0.5|"] < original["worst |AUC − 0.5|"]
     assert original["top-20 Jaccard"] == pytest.approx(1.0)

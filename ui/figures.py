@@ -69,7 +69,7 @@ def interval_table(results: Mapping[str, AuditResult]) -> pd.DataFrame:
 
 
 def target_outcome(result: UnlearningResult | None) -> tuple[float | None, str]:
-    """(target, 'yes'/'no') of a target-driven run, (None, 'no target') otherwise; the empty string for the
+    """(target, 'yes'/'no'/'no: within it, not its re-audit margin') of a target-driven run, (None, 'no target') otherwise; the empty string for the
     original. Sequential D2D-R reports one search per attribute (reached when every one is)."""
     if result is None:
         return None, ""
@@ -78,7 +78,11 @@ def target_outcome(result: UnlearningResult | None) -> tuple[float | None, str]:
                                                            if isinstance(d, dict) and "target_gap" in d]
     if not searches:
         return None, "no target"
-    return float(searches[0]["target_gap"]), "yes" if all(s.get("reached") for s in searches) else "no"
+    if all(s.get("reached") for s in searches):
+        return float(searches[0]["target_gap"]), "yes"
+    if all(s.get("reached") or s.get("within_target_not_margin") for s in searches):
+        return float(searches[0]["target_gap"]), "no: within it, not its re-audit margin"
+    return float(searches[0]["target_gap"]), "no"
 
 
 def comparison_table(comparison: Comparison) -> pd.DataFrame:
