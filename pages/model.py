@@ -8,7 +8,7 @@ from core.training import DEFAULT_LR, TrainConfig
 from core.checkpoint import save_model
 from core.recording import dataset_fields, save_trained, training_fields, training_params
 from ui.cache import (
-    cached_dataset, cached_split, cached_training, compute_device, loaded_model, run_store, trained_model,
+    cached_dataset, cached_split, cached_training, compute_device, loaded_model, run_store,
 )
 from ui.data import DATA_SOURCES, DEMO, MOVIELENS, UPLOAD
 from ui.figures import NDCG_EXPLANATION, ranking_table, training_figure

@@ -17,7 +17,7 @@ from core.data import (
     STREAMLIT_CONFIG, DataError, encode_attribute, load_interactions_csv, split_per_user, upload_limit_mb,
 )
 from core.uploads import (
-    EMBEDDING_FORMATS, embeddings_bytes, load_attribute_file, load_embeddings, load_embeddings_file,
+    EMBEDDING_FORMATS, embeddings_bytes, load_attribute_file, load_embeddings,
     prepare_upload, read_audit_report, sample_pair, save_embeddings,
 )
 

@@ -6,7 +6,6 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
