@@ -3,8 +3,8 @@ fields (flat metrics, verdicts in words, result tables, artifacts), and `recorde
 honest (running -> finished / failed / cancelled) around any computation. The CLI, the job runner and the pages all
 record through here, so a run looks the same wherever it came from.
 
-A deletion run (`python -m core forget`) records the same way: `store.start("deletion", …)`, then `finish` with
-metrics, verdicts and tables; the report and the History page show any kind generically.
+A deletion run (`python -m core forget`, the Deletion page) records the same way: `deletion_start` (the request in
+counts, never the forgotten ids), then `deletion_fields` (metrics, per-method verdicts, the comparison table).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .evaluation import MethodEvaluation
     from .metrics import RankingResult
     from .training import TrainResult
+    from .unlearning.deletion import DeletionReport, ForgetRequest
 
 RANKING_PROTOCOL = ("full ranking over all items, training and validation items masked, per-user 80/10/10 split of "
                     "each user's interactions")
@@ -158,6 +159,78 @@ def unlearning_fields(row: MethodEvaluation, original: MethodEvaluation | None =
         fields["artifacts"] = {"user_table.npy": result.table.detach().cpu().numpy()}
         fields["device"] = result.device
     return fields
+
+
+# ---------------------------------------------------------------------------------------------- deletion
+
+
+def request_fields(request: ForgetRequest) -> dict:
+    """What a deletion run keeps of its request: its kind and how much it forgets, in counts only. Never the ids:
+    the history must not become a list of the people who asked to be forgotten."""
+    return {"kind": request.kind, "description": request.description, "interactions": int(request.n_pairs),
+            "users affected": int(len(request.affected_users)), "items affected": int(len(request.affected_items)),
+            "whole users": int(len(request.users)), "whole items": int(len(request.items)), "seed": int(request.seed)}
+
+
+def deletion_start(request: ForgetRequest, methods, tolerance, model: str, device, dataset: InteractionDataset,
+                   source: str, **more) -> dict:
+    """Start fields of a deletion run (page and CLI alike): data, model, the request in counts, every method that
+    runs (Retrain first: it is the reference) with its hyper-parameters, the tolerance of the verdicts."""
+    from dataclasses import asdict
+
+    from .unlearning.deletion import Retrain
+
+    methods = list(methods)
+    ran = ([] if any(isinstance(m, Retrain) for m in methods) else [Retrain()]) + methods
+    ran.sort(key=lambda m: not isinstance(m, Retrain))
+    params = {"request": request_fields(request), "methods": [m.name for m in ran],
+              "method params": {m.name: m.params for m in ran}, "tolerance": asdict(tolerance), **more}
+    return {"kind": "deletion", "label": f"forget {request.description}: " + ", ".join(m.label for m in ran),
+            "model": model, "device": str(device), "params": params, "source": source, **dataset_fields(dataset)}
+
+
+def deletion_verdicts(report: DeletionReport) -> dict:
+    """Per method (Retrain only when it is the one method), its verdict against Retrain and why, in words."""
+    from .unlearning.deletion.completeness import TOP_K
+    from .unlearning.deletion.evaluation import REFERENCE
+
+    reference = report.row("retrain")
+    rows = [r for r in report.rows if r.method != "original" and r.verdict != REFERENCE] or [reference]
+    verdicts = {}
+    for row in rows:
+        c, ref = row.completeness, reference.completeness
+        ratio = row.accuracy["NDCG@20"] / reference.accuracy["NDCG@20"] if reference.accuracy["NDCG@20"] else None
+        verdicts[row.label] = {
+            "status": row.verdict,
+            "explanation": (f"{row.label} {row.verdict} ({row.why}): forgotten-vs-retained AUC "
+                            f"{c['forgotten-vs-retained AUC']:.3f} (Retrain {ref['forgotten-vs-retained AUC']:.3f}), "
+                            f"forget HR@{TOP_K} {c[f'forget HR@{TOP_K}']:.3f} (Retrain {ref[f'forget HR@{TOP_K}']:.3f}"
+                            f"), MIA AUC {c['MIA AUC']:.3f} (Retrain {ref['MIA AUC']:.3f}); NDCG@20 "
+                            + (f"{ratio:.3f} of Retrain's" if ratio is not None else "–")
+                            + f"; {row.seconds:.2f} s, {row.speedup:.1f}× Retrain's speed."),
+        }
+    return verdicts
+
+
+def deletion_fields(report: DeletionReport, seconds: float) -> dict:
+    """Finish fields of a deletion run: every row's accuracy, completeness and cost as '<method>: <measure>'
+    metrics, the verdicts, the comparison table (also as comparison.parquet); `seconds` is the whole run's wall
+    time (updates and evaluation)."""
+    frame = report.to_frame()
+    metrics = {}
+    for row in report.rows:
+        values = {**row.accuracy, **row.completeness}
+        if row.method != "original":
+            values.update({"seconds": row.seconds, "speed-up vs Retrain": row.speedup})
+        metrics.update({f"{row.label}: {name}": value for name, value in values.items()})
+    return {"metrics": metrics, "verdicts": deletion_verdicts(report), "seconds": float(seconds),
+            "device": report.device,
+            "results": {"protocol": f"{report.request}; verdicts: {report.tolerance.describe()}; seconds are each "
+                                    "update alone, measured in this process; " + RANKING_PROTOCOL,
+                        "tables": {"comparison": frame_records(frame)},
+                        "notes": [f"{r.label}: {r.result.notes}" for r in report.rows
+                                  if r.result is not None and r.result.notes]},
+            "artifacts": {"comparison.parquet": frame}}
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -31,9 +31,23 @@ GAP_EXPLANATION = ("The gap |AUC − 0.5| is two-sided: an AUC far below 0.5 lea
                    "beyond what shuffled labels produce.")
 NDCG_EXPLANATION = ("NDCG@20 measures recommendation quality: how high each user's held-out items rank in their top 20 "
                     "(0 to 1, higher is better); unlearning should keep it close to the original's.")
+DELETION_EXPLANATION = ("A deletion run compares each method's updated model with Retrain (retrained from scratch "
+                        "without the forgotten data, the gold standard). Forgotten-vs-retained AUC: the chance that a "
+                        "forgotten pair scores below a retained one (higher = forgotten further); forget HR@20: the "
+                        "share of forgotten pairs still in their user's top 20; MIA AUC: a membership attacker's AUC "
+                        "for forgotten pairs against never-seen ones (0.5 = they look never seen). A method matches "
+                        "Retrain when these are within the stated tolerance of Retrain's.")
 VERDICT_WORDS = {"leaks": "leaks (an attacker recovers it beyond the tolerance)",
                  "inconclusive": "inconclusive (above the tolerance, but too few users to tell it from chance)",
-                 "no leak": "no leak (within the tolerance of chance)", "": "no verdict (not an audit)"}
+                 "no leak": "no leak (within the tolerance of chance)", "": "no verdict (not an audit)",
+                 # a deletion run's verdicts: each method's completeness against Retrain's (core.unlearning.deletion)
+                 "matches Retrain": "matches Retrain (forgets as completely as retraining without the data, within "
+                                    "the stated tolerance)",
+                 "under-forgets": "under-forgets (the model still remembers the forgotten data more than a model "
+                                  "retrained without it would: the deletion is incomplete)",
+                 "over-forgets": "over-forgets (pushes the forgotten items further down than a model that never saw "
+                                 "them would, which gives away what was deleted and harms those users)",
+                 "reference": "the reference (retrained from scratch without the forgotten data)"}
 
 
 # ---------------------------------------------------------------------------------------------- selecting runs
@@ -194,7 +208,8 @@ def _table_html(records: list[dict]) -> str:
 
 
 def _verdict_class(status: str) -> str:
-    return {"leaks": "leaks", "inconclusive": "inconclusive", "no leak": "nok"}.get(status, "")
+    return {"leaks": "leaks", "inconclusive": "inconclusive", "no leak": "nok", "under-forgets": "leaks",
+            "over-forgets": "leaks", "matches Retrain": "nok"}.get(status, "")
 
 
 def _run_section(r: RunRecord) -> str:
@@ -216,6 +231,10 @@ def _run_section(r: RunRecord) -> str:
         for attribute, v in r.verdicts.items():
             status = v.get("status", "")
             words = VERDICT_WORDS.get(status, status)
+            if "auc" not in v:  # a verdict of its own kind (a deletion method's): the words and why
+                parts.append(f"<li><span class='{_verdict_class(status)}'>{e(attribute)}: {e(words)}</span>. "
+                             f"<span class='note'>{e(str(v.get('explanation', '')))}</span></li>")
+                continue
             interval = _with_interval(v.get("auc"), v.get("auc_low"), v.get("auc_high"))
             parts.append(f"<li><span class='{_verdict_class(status)}'>{e(attribute)}: {e(words)}</span>. "
                          f"Strongest attacker {e(str(v.get('attacker', '')))} on {e(str(v.get('representation', '')))}"
@@ -224,7 +243,7 @@ def _run_section(r: RunRecord) -> str:
                          f"<span class='note'>{e(str(v.get('explanation', '')))}</span></li>")
         parts.append("</ul>")
     metrics = {k: v for k, v in r.metrics.items() if not k.endswith((" low", " high"))}
-    if metrics:
+    if metrics and not (r.kind == "deletion" and r.results.get("tables")):  # a deletion's are all in its table
         rows = [{"metric": k, "value": _with_interval(v, r.metrics.get(f"{k} low"), r.metrics.get(f"{k} high"))}
                 for k, v in metrics.items()]
         parts.append("<h3>Numbers</h3>" + pd.DataFrame(rows).to_html(index=False, border=0))
@@ -251,7 +270,8 @@ def to_html(records: Sequence[RunRecord], title: str | None = None) -> str:
              f"<h1>{e(title)}</h1><p class='note'>Privacy audit for recommender systems: report generated {generated}."
              "</p>",
              "<h2>How to read it</h2><ul>" + "".join(f"<li>{e(t)}</li>" for t in (AUC_EXPLANATION, GAP_EXPLANATION,
-                                                                                    NDCG_EXPLANATION)) + "</ul>",
+                                                                                    NDCG_EXPLANATION)) +
+             (f"<li>{e(DELETION_EXPLANATION)}</li>" if any(r.kind == "deletion" for r in records) else "") + "</ul>",
              "<h2>Runs side by side</h2>" + comparison_frame(records).to_html(index=False, na_rep="–", border=0,
                                                                             float_format=lambda v: f"{v:.4g}")]
     inlined = False

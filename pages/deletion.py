@@ -1,17 +1,21 @@
 """Deletion page: make the active model forget interactions, users or items with one or several methods, compare
-them with Retrain (accuracy, completeness, cost), and save or audit an updated model."""
+them with Retrain (accuracy, completeness, cost), and save or audit an updated model. The run is a background job
+(progress, elapsed time, Cancel; found again after a page switch or reload) recorded in the run history."""
+import time
+
 import streamlit as st
 
 from core.data import DataError
 from core.metrics import evaluate_full
-from core.unlearning.deletion import DELETERS, make_deleter, run_deletion
+from core.recording import deletion_fields, deletion_start
+from core.unlearning.deletion import DELETERS, Tolerance, make_deleter, run_deletion
 from core.unlearning.deletion.saved import model_meta, save_deleted_model
 from ui.cache import compute_device
 from ui.deletion import (
     DEFAULT_METHODS, comparison_frame, completeness_figure, method_label, method_settings, rank_figure, request_picker,
 )
+from ui.jobs import job_status, submit, take_result
 from ui.state import ActiveModel, Keys, require_model, set_active
-from ui.widgets import progress_callback
 
 st.title("Deletion")
 st.caption("A user asks to be forgotten, or some interactions must go: update the model, then show how completely it "
@@ -52,16 +56,26 @@ train_config = last.config if last is not None and last.model is model else None
 context = (id(model), request.description, request.n_pairs, tuple(chosen), tuple(sorted((n, tuple(sorted(p.items())))
                                                                                        for n, p in params.items())))
 if st.button("Run deletion", type="primary", key="delete_run", disabled=not chosen):
-    bar = st.progress(0.0, text="Deleting…")
-    try:
-        report = run_deletion(model, request, [make_deleter(n, **params[n]) for n in chosen],
-                              progress=progress_callback(bar), device=compute_device(), train_config=train_config)
-    except (DataError, ValueError) as error:
-        st.error(str(error))
-        st.stop()
-    finally:
-        bar.empty()
-    st.session_state[Keys.DELETION_RUN] = {"context": context, "request": request, "report": report}
+    methods = [make_deleter(n, **params[n]) for n in chosen]
+    device = compute_device()
+
+    def forget(progress, cancel):
+        """Every method (Retrain first), then the one comparison; on a worker thread, timed as a whole."""
+        began = time.perf_counter()
+        report = run_deletion(model, request, methods, progress=progress, device=device, train_config=train_config)
+        return report, time.perf_counter() - began
+
+    # one run in the history: the request in counts (never the forgotten ids), the table, each method's verdict
+    submit("deletion", context, forget, "Deletion", context={"context": context, "request": request},
+           record=deletion_start(request, methods, Tolerance(), active.origin, device, active.dataset, "app"),
+           finish=lambda result, run_ids: deletion_fields(*result))
+
+
+def _keep_run(job) -> None:
+    st.session_state[Keys.DELETION_RUN] = {**job.context, "report": job.result[0]}
+
+
+job_status(take_result("deletion", _keep_run), "Deletion")
 
 run = st.session_state.get(Keys.DELETION_RUN)
 if run is None:

@@ -5,8 +5,8 @@ import streamlit as st
 
 from core.data import DataError
 from core.report import (
-    AUC_EXPLANATION, GAP_EXPLANATION, NDCG_EXPLANATION, VERDICT_WORDS, auc_ndcg_figure, comparison_frame,
-    find_runs, runtime_figure,
+    AUC_EXPLANATION, DELETION_EXPLANATION, GAP_EXPLANATION, NDCG_EXPLANATION, VERDICT_WORDS, auc_ndcg_figure,
+    comparison_frame, find_runs, runtime_figure,
 )
 from ui.cache import run_store
 from ui.history import cached_report, reopen_model, report_stamp
@@ -39,7 +39,9 @@ def matches(record) -> bool:
 shown = [r for r in reversed(records) if matches(r)]  # newest first
 st.dataframe(comparison_frame(shown), hide_index=True, key="history_table")
 st.caption(f"{len(shown)} of {len(records)} runs. The verdict is the worst over the run's attributes: "
-           + "; ".join(f"*{k}* = {VERDICT_WORDS[k]}" for k in ("leaks", "inconclusive", "no leak")) + ".")
+           + "; ".join(f"*{k}* = {VERDICT_WORDS[k]}" for k in ("leaks", "inconclusive", "no leak")) + "."
+           + (" A deletion run's verdicts are its methods' (matches Retrain, under-forgets, over-forgets): pick it "
+              "under *One run* for its table." if any(r.kind == "deletion" for r in shown) else ""))
 if not shown:
     st.stop()
 
@@ -86,6 +88,12 @@ if record.message:
     st.warning(f"{record.status.capitalize()}: {record.message}")
 for attribute, verdict in record.verdicts.items():
     st.write(f"**{attribute}**: {verdict.get('explanation') or VERDICT_WORDS.get(verdict.get('status', ''), '')}")
+if record.kind == "deletion" and record.results.get("tables", {}).get("comparison"):
+    st.dataframe(pd.DataFrame(record.results["tables"]["comparison"]).drop(columns=["device"], errors="ignore"),
+                 hide_index=True, key="history_deletion_table")
+    st.caption(f"Each method beside Retrain: {DELETION_EXPLANATION} Verdicts: "
+               + "; ".join(f"*{k}* = {VERDICT_WORDS[k]}" for k in ("matches Retrain", "under-forgets", "over-forgets"))
+               + ".")
 
 left, right = st.columns(2)
 if record.kind == "training" and "weights.safetensors" in record.artifacts:

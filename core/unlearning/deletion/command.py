@@ -1,5 +1,6 @@
 """`python -m core forget`: make a saved model forget interactions, users or items with one or several methods,
-compare them with Retrain, save every updated model and write the comparison as JSON.
+compare them with Retrain, save every updated model and write the comparison as JSON. The run is recorded in the run
+history (kind "deletion": the request in counts, never the forgotten ids; the table and each method's verdict).
 
 Exit codes: 0 when every chosen method's completeness matches Retrain's within the tolerance, 1 when one
 under- or over-forgets, 2 when the input is refused (unknown ids, an empty request, an unknown method).
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
 def add_forget(subparsers: argparse._SubParsersAction) -> None:
+    from ...cli import _add_runs
     from . import DELETERS
 
     parser = subparsers.add_parser(
@@ -38,6 +41,7 @@ def add_forget(subparsers: argparse._SubParsersAction) -> None:
                         help="forgotten-vs-retained AUC below Retrain's still judged a match (default 0.05)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random requests and of the probes")
+    _add_runs(parser, argparse.SUPPRESS)
     parser.set_defaults(handler=run_forget)
 
 
@@ -63,9 +67,10 @@ def _methods(names: list[str], specs: list[str] | None):
 
 def run_forget(args: argparse.Namespace) -> int:
     from ...checkpoint import load_model, read_metadata
-    from ...cli import _progress_bar, _spec_for
+    from ...cli import _progress_bar, _spec_for, _store
     from ...data import DataError, load_dataset, split_per_user
     from ...device import get_device
+    from ...recording import deletion_fields, deletion_start, recorded
     from ...training import TrainConfig
     from . import derive_shards, load_shards, random_interactions, random_users, read_request, save_shards
     from .evaluation import PASSING, Tolerance, run_deletion
@@ -99,10 +104,19 @@ def run_forget(args: argparse.Namespace) -> int:
         written = save_shards(args.model, shards)  # kept with the model: later requests shard the same way
         print(f"note: the model had no shard assignment; a seeded one ({sisa.n_shards} shards) was derived and "
               f"kept as {written}, so this run trains the original shard models too", file=sys.stderr)
+    tolerance = Tolerance(auc=args.auc_tolerance)
+    earlier = meta.get("deletion")  # a model that already forgot something says so
+    name = model.label + (f" after {earlier.get('label')} forgot {earlier.get('request')}" if earlier else "")
+    start = deletion_start(request, methods, tolerance, name, device, dataset, "cli", seed=args.seed,
+                           model_folder=str(args.model))
     bar, progress = _progress_bar()
-    with bar:
-        report = run_deletion(model, request, methods, progress=progress, device=device, train_config=train_config,
-                              shards=shards, tolerance=Tolerance(auc=args.auc_tolerance), seed=args.seed)
+    with recorded(_store(args), start.pop("kind"), start.pop("label"), **start) as run:
+        began = time.perf_counter()
+        with bar:
+            report = run_deletion(model, request, methods, progress=progress, device=device,
+                                  train_config=train_config, shards=shards, tolerance=tolerance, seed=args.seed)
+        if run is not None:
+            run.finish(**deletion_fields(report, time.perf_counter() - began))
     frame = report.to_frame()
     print(frame.drop(columns=["why", "device", "notes"]).to_markdown(index=False, floatfmt=".4f"))
     print(f"tolerance: {report.tolerance.describe()}")
