@@ -1,5 +1,6 @@
 """Data deletion (core.unlearning.deletion): requests, methods, the one-scan evaluation, saving and the CLI, on the
-built-in demo with short training so the file runs in about a minute."""
+built-in demo with short training so the file runs in about a minute; a forget run is recorded in the run history
+(no forgotten ids kept) and its report says the verdicts in words."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +17,7 @@ from core.cli import main
 from core.data import DataError
 from core.metrics import evaluate_full
 from core.models import LightGCN
+from core.runstore import RunStore
 from core.training import TrainConfig, train_model
 from core.unlearning.deletion import (
     DELETERS, DeletionMethod, Retrain, Tolerance, evaluate_deletion, make_deleter, random_interactions,
@@ -273,21 +275,94 @@ def saved_model(tmp_path_factory, trained, demo):
     return folder
 
 
-def test_cli_forget_writes_models_and_a_report(tmp_path, saved_model, demo):
-    report = tmp_path / "report.json"
+@pytest.fixture(scope="module")
+def cli_forget(tmp_path_factory, saved_model):
+    """One `python -m core forget` run (LightUL-style, 1% of interactions) recorded in its own run history."""
+    folder = tmp_path_factory.mktemp("forget")
     code = main(["forget", "--model", str(saved_model), "--random-interactions", "0.01", "--method", "lightul",
-                 "--param", "lightul.steps=20", "--out", str(tmp_path / "out"), "--report", str(report),
-                 "--device", "cpu"])
-    rows = json.loads(report.read_text())
+                 "--param", "lightul.steps=20", "--out", str(folder / "out"), "--report", str(folder / "report.json"),
+                 "--device", "cpu", "--runs", str(folder / "runs.sqlite")])
+    return folder, code, json.loads((folder / "report.json").read_text())
+
+
+def test_cli_forget_writes_models_and_a_report(cli_forget, demo):
+    folder, code, rows = cli_forget
     assert [r["method"] for r in rows] == ["Original", "Retrain", "LightUL-style"]
     verdict = rows[-1]["verdict"]
     assert code == (0 if verdict == "matches Retrain" else 1)
     assert rows[1]["verdict"] == "reference" and rows[1]["speed-up vs Retrain"] == 1.0
     for method in ("retrain", "lightul"):
-        loaded, meta = load_model(tmp_path / "out" / method, demo)
+        loaded, meta = load_model(folder / "out" / method, demo)
         assert meta["deletion"]["method"] == method
         # the saved model's test metrics are the report's numbers
         assert meta["metrics"]["test"]["NDCG@20"] == pytest.approx(rows[1 if method == "retrain" else 2]["NDCG@20"])
+
+
+def test_cli_forget_is_recorded_with_its_table_and_verdicts(cli_forget, demo, demo_split):
+    folder, _, rows = cli_forget
+    (record,) = RunStore(folder / "runs.sqlite").records()
+    assert (record.kind, record.status, record.source) == ("deletion", "finished", "cli")
+    assert (record.dataset, record.fingerprint, record.model) == (demo.name, demo.fingerprint, "BPR-MF")
+    assert record.params["methods"] == ["retrain", "lightul"] and record.params["method params"]["lightul"]["steps"] == 20
+    request = random_interactions(demo_split, 0.01, seed=0)
+    assert record.params["request"] == {
+        "kind": "random interactions", "description": request.description, "interactions": request.n_pairs,
+        "users affected": len(request.affected_users), "items affected": len(request.affected_items),
+        "whole users": 0, "whole items": 0, "seed": 0}
+    # the comparison table is the command's own report, row for row
+    table = record.results["tables"]["comparison"]
+    assert [r["method"] for r in table] == [r["method"] for r in rows]
+    for kept, written in zip(table, rows):
+        assert kept["verdict"] == written["verdict"]
+        assert kept["forgotten-vs-retained AUC"] == pytest.approx(written["forgotten-vs-retained AUC"])
+        assert kept["NDCG@20"] == pytest.approx(written["NDCG@20"])
+    assert record.metrics["LightUL-style: MIA AUC"] == pytest.approx(rows[2]["MIA AUC"])
+    assert record.verdicts["LightUL-style"]["status"] == rows[2]["verdict"]
+    assert set(record.verdicts) == {"LightUL-style"}  # Retrain is the reference, in the table
+    assert f"{rows[2]['forgotten-vs-retained AUC']:.3f}" in record.verdicts["LightUL-style"]["explanation"]
+    assert record.seconds >= rows[1]["seconds"] + rows[2]["seconds"]  # the whole run: updates and evaluation
+    assert record.artifacts == ("comparison.parquet",)
+
+
+def test_the_history_keeps_no_forgotten_ids(cli_forget, demo_split):
+    """Neither the database nor the run's files hold the forgotten users' or items' ids: integers standing alone in
+    them match hardly any of the forgotten users' ids (a list of them would match every one)."""
+    import re
+    import sqlite3
+
+    folder, _, _ = cli_forget
+    store = RunStore(folder / "runs.sqlite")
+    (record,) = store.records()
+    with sqlite3.connect(folder / "runs.sqlite") as db:
+        text = "\n".join(db.iterdump())
+    frame = store.artifact(record.run_id, "comparison.parquet")
+    assert not {"user", "item", "user_id", "item_id"} & set(frame.columns)
+    text += frame.to_csv()
+    request = random_interactions(demo_split, 0.01, seed=0)
+    dataset = demo_split.dataset
+    numbers = {int(t) for t in re.findall(r"(?<![\d.eE+-])\d+(?![\d.])", text)}
+    users = set(dataset.user_ids[request.affected_users].tolist())
+    assert len(users) >= 100 and len(users & numbers) < 0.2 * len(users)
+    assert '"user"' not in text and '"item"' not in text and "pairs" not in record.params["request"]
+
+
+def test_the_report_of_a_deletion_run_shows_its_table_and_verdicts_in_words(cli_forget, tmp_path):
+    import re
+
+    folder, _, rows = cli_forget
+    store = RunStore(folder / "runs.sqlite")
+    (record,) = store.records()
+    assert main(["report", record.run_id[:8], "--runs", str(store.path), "--out", str(tmp_path / "run.html")]) == 0
+    page = (tmp_path / "run.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page)  # opens with no network
+    assert "<h3>Comparison</h3>" in page and "forgotten-vs-retained AUC" in page and "MIA AUC" in page
+    for row in rows:
+        assert f"<td>{row['method']}</td>" in page and f"<td>{row['verdict']}</td>" in page
+    words = {"matches Retrain": "LightUL-style: matches Retrain (forgets as completely as retraining",
+             "under-forgets": "LightUL-style: under-forgets (the model still remembers the forgotten data",
+             "over-forgets": "LightUL-style: over-forgets (pushes the forgotten items further down"}[rows[2]["verdict"]]
+    assert words in page and "Retrain (retrained from scratch without the forgotten data, the gold standard)" in page
+    assert record.fingerprint in page and record.params["request"]["description"] in page
 
 
 def test_cli_refuses_unknown_ids_with_exit_2(tmp_path, saved_model, capsys):
@@ -301,3 +376,31 @@ def test_cli_refuses_unknown_ids_with_exit_2(tmp_path, saved_model, capsys):
     code = main(["forget", "--model", str(saved_model), "--random-users", "0.05", "--method", "edge_drop",
                  "--out", str(tmp_path / "out"), "--report", str(tmp_path / "r.json")])
     assert code == 2 and "does not apply to BPR-MF" in capsys.readouterr().err
+
+
+def test_a_cancelled_deletion_job_stops_and_is_recorded_cancelled(trained, request_1pct, demo):
+    """The page's path: a deletion as a background job with its run recorded; Cancel stops it at the next progress
+    report (within seconds, Retrain mid-training) and the run is kept as cancelled."""
+    import time
+
+    from core.jobs import JobRunner
+    from core.recording import deletion_fields, deletion_start
+    from core.unlearning.deletion import run_deletion
+
+    store = RunStore(None)
+    methods = [make_deleter("lightul", steps=20)]
+    model = trained["bpr"].model
+    job = JobRunner().submit(
+        "deletion", lambda progress, cancel: run_deletion(model, request_1pct, methods, progress=progress,
+                                                          train_config=CONFIG),
+        "Deletion", store=store, finish=lambda report, run_ids: deletion_fields(report, 0.0),
+        record=deletion_start(request_1pct, methods, Tolerance(), model.label, "cpu", demo, "app"))
+    deadline = time.time() + 60
+    while job.progress == 0 and not job.done and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    assert job.wait(60) and job.status == "cancelled"
+    (record,) = store.records()
+    assert (record.kind, record.status, record.message) == ("deletion", "cancelled", "cancelled by the user")
+    assert record.params["request"]["interactions"] == request_1pct.n_pairs and not record.results
+    store.close()
