@@ -124,7 +124,7 @@ def test_full_flow_reload_and_offline_report(chromium, tmp_path):
         expect(page.get_by_text("Users", exact=True)).to_be_visible(timeout=60_000)
         set_epochs(page, 2)
         page.get_by_role("button", name="Train").click()
-        expect(page.get_by_role("heading", name="3. Recommendation quality")).to_be_visible(timeout=120_000)
+        expect(page.get_by_role("heading", name="3. Recommendation quality")).to_be_visible(timeout=240_000)
         expect(page.get_by_text("trained BPR-MF (3 epochs").first).to_be_visible()
         expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()  # the titled training curve
         page.screenshot(path=str(tmp_path / "1-model.png"), full_page=True)
@@ -139,7 +139,7 @@ def test_full_flow_reload_and_offline_report(chromium, tmp_path):
         page.keyboard.press("Escape")
         expect(attributes.get_by_text("age", exact=True)).to_have_count(0)
         page.get_by_role("button", name="Run the audit").click()
-        expect(page.get_by_role("heading", name="Verdicts")).to_be_visible(timeout=180_000)
+        expect(page.get_by_role("heading", name="Verdicts")).to_be_visible(timeout=360_000)
         expect(page.get_by_text("0.5 = no better than chance").first).to_be_visible()
         expect(page.get_by_text(re.compile(r"^(gender leaks|gender: inconclusive|No leak of gender)")).first
                ).to_be_visible()
@@ -170,7 +170,7 @@ def test_full_flow_reload_and_offline_report(chromium, tmp_path):
         expect(attackers.get_by_text("Logistic regression")).to_be_visible()
         expect(attackers.get_by_text("MLP", exact=True)).to_have_count(0)
         page.get_by_role("button", name="Run unlearning").click()
-        expect(page.get_by_role("heading", name="Side by side")).to_be_visible(timeout=180_000)
+        expect(page.get_by_role("heading", name="Side by side")).to_be_visible(timeout=360_000)
         expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "3-unlearning.png"), full_page=True)
         no_exception(page)
