@@ -319,6 +319,11 @@ def _read_embeddings(source: bytes | str | os.PathLike, name: str | None, of: st
         else:
             frame.columns = [f"dim_{i}" for i in range(frame.shape[1])]
         table, ids = _frame_to_table(frame, label, first_line=2 if has_header else 1, id_columns=id_columns)
+        if text.strip() and not text.endswith(("\n", "\r")):
+            # a cut mid-number still parses ("6.2865" -> "6.28"): nothing in the bytes can tell, so say so
+            notes.append(f"{label} does not end with a line break: if it was cut short (an interrupted download or "
+                         f"copy), its last row ({len(table):,}) may hold a truncated number; re-export the file if "
+                         "in doubt")
         return EmbeddingFile(label, table, ids, "float64 (text)", tuple(notes))
     raise DataError(f"{label}: unsupported file type .{suffix or '(none)'}; use "
                     f"{', '.join('.' + f for f in EMBEDDING_FORMATS)}")
