@@ -437,4 +437,6 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     propagated = lambda t: model.representations(t)["propagated"]  # noqa: E731
     gap = lambda t: abs(run_audit(propagated(t), labels, attackers=("logreg",), n_permutations=0)  # noqa: E731
                         .auc("gender", "logreg") - 0.5)
-    assert gap(result.table) < gap(table_only) - 0.05
+    left_by_table_only = gap(table_only)
+    assert left_by_table_only > 0.08  # the premise: items carry the attribute back into the propagated embeddings
+    assert gap(result.table) < 0.7 * left_by_table_only  # matching there too removes a good part of it
