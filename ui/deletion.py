@@ -15,6 +15,7 @@ from core.unlearning.deletion import (
 from core.unlearning.deletion.completeness import TOP_K
 
 from .state import Keys
+from .widgets import hyperparameter_widgets
 
 RANDOM_INTERACTIONS, RANDOM_USERS, PICK_USERS, UPLOAD = ("Random interactions", "Random users", "Pick users",
                                                          "Upload a CSV")
@@ -54,22 +55,8 @@ def request_picker(split: Split) -> ForgetRequest | None:
 
 
 def method_settings(name: str, prefix: str = "delete") -> dict:
-    """One widget per hyper-parameter of a deletion method, defaults pre-set."""
-    params = {}
-    for hp in hyperparameters(name):
-        key = f"{prefix}_{name}_{hp.name}"
-        if hp.choices:
-            params[hp.name] = st.selectbox(hp.name, hp.choices, index=hp.choices.index(hp.default), key=key,
-                                           help=hp.help)
-        elif hp.kind is bool:
-            params[hp.name] = st.checkbox(hp.name, value=hp.default, key=key, help=hp.help)
-        elif hp.kind is float:
-            params[hp.name] = st.number_input(hp.name, float(hp.low or 0.0), float(hp.high or 1e6), float(hp.default),
-                                              format="%g", key=key, help=hp.help)
-        else:
-            params[hp.name] = int(st.number_input(hp.name, int(hp.low or 0), int(hp.high or 10**9), int(hp.default),
-                                                  step=1, key=key, help=hp.help))
-    return params
+    """One number box (or choice) per hyper-parameter of a deletion method, defaults pre-set."""
+    return hyperparameter_widgets(name, prefix, specs=hyperparameters(name), numbers_as_inputs=True)
 
 
 def method_label(name: str) -> str:

@@ -2,7 +2,7 @@
 progress bars and the compute-device caption."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -127,12 +127,15 @@ def _log_grid(low: float, high: float, default: float) -> list[float]:
     return sorted(v for v in values | {float(default)} if low <= v <= high)
 
 
-def hyperparameter_widgets(name: str, prefix: str, fixed: Mapping[str, object] | None = None) -> dict:
+def hyperparameter_widgets(name: str, prefix: str, fixed: Mapping[str, object] | None = None,
+                           specs: Sequence | None = None, numbers_as_inputs: bool = False) -> dict:
     """One widget per hyper-parameter of a method, defaults pre-set; `fixed` values (set elsewhere on the page,
-    such as the target) get no widget. Returns every value."""
+    such as the target) get no widget. `specs`: the method's hyper-parameters when it is not an attribute-unlearning
+    method (the deletion registry's, say); `numbers_as_inputs`: typed number boxes instead of sliders. Returns
+    every value."""
     fixed = dict(fixed or {})
     params = {}
-    for hp in hyperparameters(name):
+    for hp in hyperparameters(name) if specs is None else specs:
         if hp.name in fixed:
             params[hp.name] = fixed[hp.name]
             continue
@@ -142,6 +145,12 @@ def hyperparameter_widgets(name: str, prefix: str, fixed: Mapping[str, object] |
                                            help=hp.help)
         elif hp.kind is bool:
             params[hp.name] = st.checkbox(hp.name, value=hp.default, key=key, help=hp.help)
+        elif numbers_as_inputs and hp.kind is float:
+            params[hp.name] = st.number_input(hp.name, float(hp.low or 0.0), float(hp.high or 1e6), float(hp.default),
+                                              format="%g", key=key, help=hp.help)
+        elif numbers_as_inputs:
+            params[hp.name] = int(st.number_input(hp.name, int(hp.low or 0), int(hp.high or 10**9), int(hp.default),
+                                                  step=1, key=key, help=hp.help))
         elif hp.kind is float and hp.log:
             params[hp.name] = st.select_slider(hp.name, _log_grid(hp.low, hp.high, hp.default), value=hp.default,
                                                key=key, help=hp.help)
