@@ -19,8 +19,17 @@ def get_device(prefer: str | None = None) -> torch.device:
     if choice:
         if choice.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {choice!r} was requested but no CUDA GPU is available")
-        return torch.device(choice)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return canonical(choice)
+    return canonical("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def canonical(device: torch.device | str) -> torch.device:
+    """`device` with its index made explicit: 'cuda' becomes 'cuda:0' (the current GPU), so comparing it with a
+    tensor's or model's device (always indexed) says whether they really differ."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -17,6 +17,7 @@ from .audit import ATTACKERS, DEFAULT_ATTACKERS, AuditResult, CrossValidation, P
 from .audit.runner import worst_verdicts
 from .audit.verdict import DEFAULT_TOLERANCE, AttributeVerdict
 from .data import AttributeLabels, Split
+from .device import canonical
 from .metrics import RankingResult, evaluate_full, top_k_items
 from .models import Recommender, served_representations
 from .progress import Progress
@@ -105,7 +106,7 @@ def evaluate_unlearning(
 ) -> Comparison:
     """Compare the original table with each result on leakage (every default attacker, every representation,
     verdicts against `tolerance`), ranking quality, top-20 stability and runtime."""
-    device = torch.device(device)
+    device = canonical(device)
     original_table = torch.as_tensor(original_table, dtype=torch.float32)
     original_top = None
     if model is not None and split is not None:

@@ -224,9 +224,17 @@ class LightGCN(Recommender):
     def config(self) -> dict:
         return {**super().config(), "n_layers": self.n_layers}
 
+    def __getstate__(self) -> dict:
+        """Copies (copy.deepcopy) leave the cached adjacency behind: torch cannot copy a sparse CSR tensor, and the
+        copy rebuilds it from `train_pairs` on first use."""
+        return {**self.__dict__, "_adjacency": None}
+
     def set_graph(self, train_pairs: np.ndarray | torch.Tensor) -> None:
         """Set the interaction graph used for propagation (also how a forgotten edge is dropped)."""
-        pairs = torch.as_tensor(np.asarray(train_pairs), dtype=torch.int64)
+        if isinstance(train_pairs, torch.Tensor):  # possibly on the GPU already: no round trip through NumPy
+            pairs = train_pairs.detach().to(torch.int64)
+        else:
+            pairs = torch.as_tensor(np.asarray(train_pairs), dtype=torch.int64)
         self.train_pairs = pairs.to(self.train_pairs.device)
         self._adjacency = None
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .data import Split
-from .device import describe, deterministic_algorithms, seed_everything, torch_generator
+from .device import canonical, describe, deterministic_algorithms, seed_everything, torch_generator
 from .metrics import RankingResult, evaluate_full
 from .models import Recommender, build_model
 from .progress import Progress
@@ -81,7 +81,7 @@ def train_model(
     unlearning baselines use both.
     """
     config = config or TrainConfig(lr=DEFAULT_LR.get(kind, 5e-3))
-    device = torch.device(device)
+    device = canonical(device)
     seed_everything(config.seed)
     model = build_model(
         kind, split.n_users, split.n_items, train_pairs=split.train, dim=config.dim, l2=config.l2, seed=config.seed,
@@ -100,7 +100,7 @@ def fit(
     extra_parameters: list[torch.nn.Parameter | dict] | None = None,
 ) -> TrainResult:
     """Train an already-built model (fresh or warm-started) with early stopping; see `train_model`."""
-    device = torch.device(device) if device is not None else model.device
+    device = canonical(device) if device is not None else model.device
     with deterministic_algorithms(device):
         return _fit(model.to(device), split, config, progress, device, loss_hook, extra_parameters)
 

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from core.device import get_device  # noqa: E402
 from core.data import default_ml100k_dir, load_movielens_100k, make_synthetic, split_per_user  # noqa: E402
 
 # Tests never write into the repository's run history (data/runs/), and page tests run background jobs in place:
@@ -30,14 +31,14 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
-    return torch.device(request.param)
+    return get_device(request.param)
 
 
 def on(model, device):
     """The model on `device` (a copy when it has to move, so session fixtures stay on the CPU)."""
     import copy
 
-    return model if model.device == torch.device(device) else copy.deepcopy(model).to(device)
+    return model if model.device == get_device(str(device)) else copy.deepcopy(model).to(device)
 
 
 def _ml100k_dir() -> Path:

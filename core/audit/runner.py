@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..data import AttributeLabels, DataError
+from ..device import canonical
 from ..progress import Progress
 from ..progress import report
 from .attackers import ATTACKERS, DEFAULT_ATTACKERS
@@ -40,7 +41,7 @@ def run_audit(
     permutation test (p-values NaN, verdict from the gap against `tolerance` alone).
     """
     start = time.perf_counter()
-    device = torch.device(device)
+    device = canonical(device)
     x = representation.detach().cpu().numpy() if isinstance(representation, torch.Tensor) else np.asarray(representation)
     x = x.astype(np.float32, copy=False)
     if x.ndim != 2:

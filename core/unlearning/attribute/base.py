@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...data import AttributeLabels, Split
-from ...device import describe
+from ...device import canonical, describe
 from ...models import Recommender
 from ...progress import Progress
 
@@ -116,7 +116,7 @@ class AttributeUnlearner:
         if self.needs_model and model is None:
             raise ValueError(f"{self.label} needs the recommender (it is not available for uploaded embeddings)")
         table = torch.as_tensor(table, dtype=torch.float32)
-        device = torch.device(device) if device is not None else table.device
+        device = canonical(device) if device is not None else table.device
         original = table.detach().to(device)
         if model is not None and model.device != device:
             raise ValueError(f"the model is on {model.device} but the unlearning runs on {device}; move one of them")

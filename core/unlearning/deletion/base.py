@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ...data import DataError, Split
-from ...device import describe, torch_generator
+from ...device import canonical, describe, torch_generator
 from ...models import Recommender
 from ...progress import Progress
 from ...training import DEFAULT_LR, TrainConfig
@@ -57,7 +57,7 @@ class DeletionMethod:
         if not self.applies(model):
             raise DataError(f"{self.label} does not apply to {model.label}; it applies to "
                             f"{', '.join(self.applies_to)}")
-        device = torch.device(device)
+        device = canonical(device)
         start = time.perf_counter()
         updated, history, notes, extra = self._unlearn(model, request, progress, device, train_config, shards)
         seconds = extra.pop("seconds", time.perf_counter() - start)
@@ -83,7 +83,7 @@ class NegativeSampler:
 
     def __init__(self, train_pairs: np.ndarray, n_items: int, device: torch.device, seed: int = 0,
                  dense_limit: int = 64_000_000):
-        self.n_items, self.device = n_items, torch.device(device)
+        self.n_items, self.device = n_items, canonical(device)
         keys = np.unique(train_pairs[:, 0].astype(np.int64) * n_items + train_pairs[:, 1])
         n_users = int(train_pairs[:, 0].max()) + 1 if len(train_pairs) else 1
         self.mask = None

@@ -26,6 +26,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from ...device import canonical
 from ...metrics import RankingResult, _csr_rows_dense, ranking_metrics_from_scores
 from ...models import Recommender
 from .request import ForgetRequest
@@ -107,7 +108,7 @@ def _pair_stats(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, m
 def scan(model: Recommender, request: ForgetRequest, probe: Probe, batch_size: int = 1024,
          device: torch.device | str | None = None) -> Scan:
     """Score every user once with `model.scorer()` and read accuracy and completeness off those scores."""
-    device = torch.device(device) if device is not None else model.device
+    device = canonical(device) if device is not None else model.device
     retained = request.retained_split
     scorer = model.scorer()  # the one scoring call every number below comes from
     targets = retained.matrix("test")

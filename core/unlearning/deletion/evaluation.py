@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...device import describe
+from ...device import canonical, describe
 from ...evaluation import mean_jaccard
 from ...models import Recommender
 from ...progress import Progress, scaled
@@ -144,7 +144,7 @@ def evaluate_deletion(model: Recommender, request: ForgetRequest, results: Seque
         rows.append(DeletionRow(label, method, seconds, speedup, accuracy, values, verdict, why, result, scanned))
     if progress is not None:
         progress(1.0, "evaluated")
-    return DeletionReport(request.summary(), tolerance, describe(torch.device(device) if device else model.device),
+    return DeletionReport(request.summary(), tolerance, describe(canonical(device) if device else model.device),
                           tuple(rows))
 
 
@@ -169,7 +169,7 @@ def run_deletion(model: Recommender, request: ForgetRequest, methods: Sequence[D
                  train_config: TrainConfig | None = None, shards: np.ndarray | None = None,
                  tolerance: Tolerance = Tolerance(), seed: int = 0) -> DeletionReport:
     """Run the methods (Retrain included), then the comparison: the page, the CLI and the bench call this."""
-    device = torch.device(device)
+    device = canonical(device)
     results = run_methods(model, request, methods, scaled(progress, 0.0, 0.85), device, train_config, shards)
     return evaluate_deletion(model, request, results, tolerance, seed=seed, progress=scaled(progress, 0.85, 1.0),
                              device=device)

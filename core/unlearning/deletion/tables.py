@@ -63,12 +63,5 @@ def frozen_pair_scorer(model: Recommender, users_table: torch.Tensor, items_tabl
 
 
 def copy_model(model: Recommender) -> Recommender:
-    """A deep copy of a model (LightGCN's cached sparse adjacency cannot be deep-copied: it is rebuilt on use)."""
-    cached = getattr(model, "_adjacency", None)
-    if cached is not None:
-        model._adjacency = None
-    try:
-        return copy.deepcopy(model)
-    finally:
-        if cached is not None:
-            model._adjacency = cached
+    """A deep copy of a model (LightGCN's copy rebuilds its cached sparse adjacency on first use)."""
+    return copy.deepcopy(model)
