@@ -448,7 +448,7 @@ def test_target_search_steers_each_attribute_by_its_own_sign_in_every_representa
     gap farthest from 0 over the representations (a table's slices, NeuMF's, included), and it moves the
     attribute's terms in every representation together. One global strength steered by the worst sign cannot do
     this."""
-    from core.unlearning.attribute.d2d import STEER_STEP, flipped, steer
+    from core.unlearning.attribute.d2d import STEER_STEP, steer
     from core.unlearning.attribute.mmd import TABLE
     from core.unlearning.attribute.target import Leakage
 
@@ -465,8 +465,3 @@ def test_target_search_steers_each_attribute_by_its_own_sign_in_every_representa
     # every attribute near chance but the target not verified: only the worst one moves
     quiet = Leakage({("user", "gender"): 0.02, ("user", "age"): -0.024}, "audit")
     assert steer({TABLE: [1.0, 1.0, 1.0]}, quiet, groups, target=0.05)[TABLE] == pytest.approx([1, 1 / STEER_STEP, 1])
-    # the search backtracks when an attribute goes from leaking to mirrored, not when it only nears chance
-    before = Leakage({("user", "gender"): 0.08, ("user", "age"): -0.01}, "probe")
-    assert flipped(before, Leakage({("user", "gender"): -0.07, ("user", "age"): 0.0}, "probe"), groups, 0.05)
-    assert not flipped(before, Leakage({("user", "gender"): -0.02, ("user", "age"): -0.07}, "probe"), groups, 0.05)
-    assert not flipped(before, Leakage({("user", "gender"): 0.07, ("user", "age"): 0.0}, "probe"), groups, 0.05)

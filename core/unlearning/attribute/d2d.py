@@ -4,8 +4,7 @@ Target-driven by default (SPEC section 5, "Aim at a target"): a closed-form firs
 mean of a random group of the same size, then (closed_form='auto') onto its mean and covariance if the means were
 not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a
 mini-batched MMD refinement (every user visited each pass) runs in chunks from it, each attribute's MMD terms
-weighted by its own signed gap (× 1.5 while it leaks, ÷ 1.5 while it is mirrored: `steer`; a chunk that turns an
-attribute from leaking to mirrored is not built on: the next restarts from the table before it, `flipped`),
+weighted by its own signed gap (× 1.5 while it leaks, ÷ 1.5 while it is mirrored: `steer`),
 until the full audit verifies the target or the budget runs out. (Scaling the closed-form move by a strength t < 1 is
 not a usable knob: on MovieLens-100K t = 0.5 leaves every attribute mirrored for the MLP attacker, AUC ≈ 0.36.)
 `target_gap=0` gives the paper's fixed-strength D2D-R.
@@ -118,10 +117,10 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
             break
         if best_start is None or leakage.worst < best_start[0]:
             best_start = (leakage.worst, candidate, leakage)
-    start_leakage = before
+    previous = before
     if chosen is None and best_start is not None:
-        table, start_leakage = best_start[1], best_start[2]
-    steering = initial_steering(groups, model, config, original, start_leakage)
+        table, previous = best_start[1], best_start[2]
+    steering = initial_steering(groups, model, config, original, previous)
     passes = 0
     deadline = began + config.max_seconds
     while chosen is None and passes < config.steps and time.perf_counter() < deadline:
@@ -135,23 +134,16 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
         history.extend(part)
         what = f"MMD refinement, {passes} passes, {describe_steering(steering, groups)}"
         leakage = search.probe(refined, what)
+        table = refined
         if search.within(leakage):
             if search.verify(refined, what):
                 chosen = refined
                 continue
             leakage = search.last_audit  # the probe and the audit disagree: steer by the audit and go on
-        if flipped(start_leakage, leakage, groups, config.target_gap):
-            # an attribute went from leaking to mirrored: the weights overshot, and refining on from the mirrored
-            # table keeps it there (its state is where the stronger push left it); go back and retry with the
-            # weights the step below eases
-            search.log.append(f"{what}: an attribute went from leaking to mirrored; the next chunk restarts from "
-                              f"the table before it")
-        else:
-            table, start_leakage = refined, leakage
         steering = steer(steering, leakage, groups, config.target_gap)
     report(progress, 1.0, "done")
     table, details, note = search.outcome(chosen)
-    details.update({"refinement_passes": passes, "final_alpha": config.alpha,
+    details.update({"refinement_passes": passes,
                     "final_weights": {rep: {g.name: round(w, 4) for g, w in zip(groups, weights)}
                                       for rep, weights in steering.items()},
                     "seconds_searching": time.perf_counter() - began})
@@ -160,36 +152,30 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
 
 def initial_steering(groups: list[GroupCodes], model: Recommender | None, config: D2DR, original: torch.Tensor,
                      start: Leakage) -> dict[str, list[float]]:
-    """One MMD weight per attribute in each representation the method matches: the edited table and each derived
-    one (LightGCN's propagated embeddings). An attribute the start already leaves near chance starts at
-    1/STEER_STEP² rather than 1: pushed as hard as a leaking one, it overshoots into a mirror."""
+    """One MMD weight per (representation, attribute) term: the edited table's, and each derived representation's
+    that the method matches too (LightGCN's propagated embeddings). A term the start already leaves near chance
+    starts at 1/STEER_STEP² rather than 1: pushed as hard as a leaking one, it overshoots into a mirror."""
     names = [TABLE]
     if uses_derived(model, config.representations, original):
         with torch.no_grad():
             names += list(model.derived_representations(original).keys())
-    gaps = attribute_gaps(start, groups)
-    weights = [STEER_STEP ** -2 if abs(gaps.get(i, 1.0)) <= STEER_BAND * config.target_gap else 1.0
-               for i in range(len(groups))]
-    return {name: list(weights) for name in names}
+    near = {(key, i) for key, i, gap in _worst_terms(start, {n: [] for n in names}, groups)
+            if abs(gap) <= STEER_BAND * config.target_gap}
+    return {name: [STEER_STEP ** -2 if (name, i) in near else 1.0 for i in range(len(groups))] for name in names}
 
 
-def attribute_gaps(leakage: Leakage, groups: list[GroupCodes]) -> dict[int, float]:
-    """Per attribute (by index in `groups`), the signed gap farthest from 0 over every representation measured."""
+def _worst_terms(leakage: Leakage, steering: Steering, groups: list[GroupCodes]) -> list[tuple[str, int, float]]:
+    """(steering key, attribute index, signed gap farthest from 0) for every term `leakage` measured: slices of
+    the table (NeuMF's two halves) share the table's term."""
     index = {g.name: i for i, g in enumerate(groups)}
-    worst: dict[int, float] = {}
-    for (_, attribute), gap in leakage.gaps.items():
-        i = index.get(attribute)
-        if i is not None and abs(gap) >= abs(worst.get(i, 0.0)):
-            worst[i] = gap
-    return worst
-
-
-def flipped(before: Leakage, after: Leakage, groups: list[GroupCodes], target: float) -> bool:
-    """Whether some attribute leaked (gap above STEER_BAND × target) in `before` and is mirrored by as much in
-    `after`."""
-    band = STEER_BAND * target
-    old, new = attribute_gaps(before, groups), attribute_gaps(after, groups)
-    return any(old.get(i, 0.0) > band and gap < -band for i, gap in new.items())
+    worst: dict[tuple[str, int], float] = {}
+    for (rep, attribute), gap in leakage.gaps.items():
+        if attribute not in index:
+            continue
+        key = (rep if rep in steering else TABLE, index[attribute])
+        if abs(gap) > abs(worst.get(key, 0.0)):
+            worst[key] = gap
+    return [(key, i, gap) for (key, i), gap in worst.items()]
 
 
 def steer(steering: Steering, leakage: Leakage, groups: list[GroupCodes], target: float) -> dict[str, list[float]]:
@@ -197,11 +183,15 @@ def steer(steering: Steering, leakage: Leakage, groups: list[GroupCodes], target
     representation: × STEER_STEP where the attribute still leaks (its gap farthest from 0, over the
     representations, is above 0.5 by more than STEER_BAND × target), ÷ STEER_STEP where it is mirrored, unchanged
     where it is near chance. When every attribute is near chance but the target is still not verified, the worst
-    one moves. Each attribute by its own sign, so one can be pushed harder while another eases back towards θ*
-    (one global strength moved by the worst sign cannot do that). Every representation of an attribute together:
-    the derived ones are functions of the table, so easing off only where a mirror shows (LightGCN's layer 0)
-    leaves the propagated term pushing it further (bench/RESULTS.md, "Steering per attribute")."""
-    worst = attribute_gaps(leakage, groups)
+    one moves. Each attribute by its own sign, so one can be pushed harder while another eases back towards θ* (one
+    global strength moved by the worst sign cannot do that; it did not by itself cure ML-100K's three-attribute miss,
+    bench/RESULTS.md "Steering per attribute"). Every representation of an attribute together: the derived ones are
+    functions of the table, so easing off only where the mirror shows (LightGCN's layer 0) leaves the propagated
+    term pushing it further."""
+    worst: dict[int, float] = {}
+    for _, i, gap in _worst_terms(leakage, steering, groups):
+        if abs(gap) > abs(worst.get(i, 0.0)):
+            worst[i] = gap
     moving = {i: g for i, g in worst.items() if abs(g) > STEER_BAND * target}
     if not moving and worst:
         i = max(worst, key=lambda i: abs(worst[i]))
