@@ -440,28 +440,3 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     left_by_table_only = gap(table_only)
     assert left_by_table_only > 0.08  # the premise: items carry the attribute back into the propagated embeddings
     assert gap(result.table) < 0.7 * left_by_table_only  # matching there too removes a good part of it
-
-
-def test_target_search_steers_each_attribute_by_its_own_sign_in_every_representation():
-    """After a probe, the MMD terms of an attribute that still leaks are pushed harder, a mirrored one's ease off
-    (the regulariser then pulls it back towards chance), one near chance is left alone; an attribute's sign is its
-    gap farthest from 0 over the representations (a table's slices, NeuMF's, included), and it moves the
-    attribute's terms in every representation together. One global strength steered by the worst sign cannot do
-    this."""
-    from core.unlearning.attribute.d2d import STEER_STEP, steer
-    from core.unlearning.attribute.mmd import TABLE
-    from core.unlearning.attribute.target import Leakage
-
-    values = pd.Series(["a", "b"] * 20)
-    labels = {name: encode_attribute(values, name) for name in ("gender", "age", "occupation")}
-    groups = group_codes(labels, len(values), torch.device("cpu"))
-    start = {TABLE: [1.0, 1.0, 1.0], "propagated": [1.0, 1.0, 1.0]}
-    leakage = Leakage({("gmf", "gender"): 0.12, ("mlp", "gender"): 0.01, ("propagated", "gender"): 0.03,
-                       ("gmf", "age"): 0.02, ("propagated", "age"): -0.09, ("mlp", "occupation"): 0.01}, "probe")
-    steered = steer(start, leakage, groups, target=0.05)
-    assert steered[TABLE] == pytest.approx([STEER_STEP, 1 / STEER_STEP, 1.0])
-    assert steered["propagated"] == pytest.approx([STEER_STEP, 1 / STEER_STEP, 1.0])
-    assert start[TABLE] == [1.0, 1.0, 1.0]  # the caller's weights are not modified
-    # every attribute near chance but the target not verified: only the worst one moves
-    quiet = Leakage({("user", "gender"): 0.02, ("user", "age"): -0.024}, "audit")
-    assert steer({TABLE: [1.0, 1.0, 1.0]}, quiet, groups, target=0.05)[TABLE] == pytest.approx([1, 1 / STEER_STEP, 1])

@@ -2,10 +2,9 @@
 
 Target-driven by default (SPEC section 5, "Aim at a target"): a closed-form first stage moves every group onto the
 mean of a random group of the same size, then (closed_form='auto') onto its mean and covariance if the means were
-not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a
-mini-batched MMD refinement (every user visited each pass) runs in chunks from it, each attribute's MMD terms
-weighted by its own signed gap (× 1.5 while it leaks, ÷ 1.5 while it is mirrored: `steer`),
-until the full audit verifies the target or the budget runs out. (Scaling the closed-form move by a strength t < 1 is
+not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a mini-batched MMD refinement (every user visited each pass) runs in chunks from it,
+its regulariser weight adapted to the signed gap (divided by 1.5 while leaking, multiplied when mirrored), until
+the full audit verifies the target or the budget runs out. (Scaling the closed-form move by a strength t < 1 is
 not a usable knob: on MovieLens-100K t = 0.5 leaves every attribute mirrored for the MLP attacker, AUC ≈ 0.36.)
 `target_gap=0` gives the paper's fixed-strength D2D-R.
 """
@@ -25,14 +24,12 @@ from ...progress import Progress, report, scaled
 from .base import (
     TARGET_GAP, AttributeUnlearner, GroupCodes, group_codes, ranking_hinge, regulariser, total_variance,
 )
-from .mmd import TABLE, Steering, represented_mmd, uses_derived
+from .mmd import represented_mmd, uses_derived
 from .moments import moment_match
-from .target import PROBE_USERS, Leakage, TargetSearch, labelled_rows
+from .target import PROBE_USERS, TargetSearch, labelled_rows
 
 REFINE_CHUNK = 20  # MMD passes between probes in target-driven mode
-STEER_STEP = 1.5  # factor on one (representation, attribute) MMD weight after a probe: up while leaking, down mirrored
-STEER_BAND = 0.5  # terms within this fraction of the target are left alone
-STEER_LIMITS = (1.5 ** -8, 1.5 ** 8)
+ALPHA_STEP = 1.5  # factor on the regulariser weight after a probe: down while leaking, up when mirrored
 
 
 @dataclass(frozen=True)
@@ -116,23 +113,20 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
             chosen = candidate
             break
         if best_start is None or leakage.worst < best_start[0]:
-            best_start = (leakage.worst, candidate, leakage)
-    previous = before
+            best_start = (leakage.worst, candidate)
     if chosen is None and best_start is not None:
-        table, previous = best_start[1], best_start[2]
-    steering = initial_steering(groups, model, config, original, previous)
-    passes = 0
+        table = best_start[1]
+    alpha, passes = config.alpha, 0
     deadline = began + config.max_seconds
     while chosen is None and passes < config.steps and time.perf_counter() < deadline:
         chunk = min(REFINE_CHUNK, config.steps - passes)
         fraction = 0.2 + 0.75 * passes / max(1, config.steps)
-        refined, part = d2d_optimise(original, table, groups, config, model,
+        refined, part = d2d_optimise(original, table, groups, replace(config, alpha=alpha), model,
                                      scaled(progress, fraction, fraction + 0.75 * chunk / max(1, config.steps),
-                                            f"MMD refinement ({describe_steering(steering, groups)}): "),
-                                     steps=chunk, deadline=deadline, steering=steering)
+                                            f"MMD refinement (α = {alpha:.3g}): "), steps=chunk, deadline=deadline)
         passes += len(part)
         history.extend(part)
-        what = f"MMD refinement, {passes} passes, {describe_steering(steering, groups)}"
+        what = f"MMD refinement, {passes} passes, α = {alpha:.3g}"
         leakage = search.probe(refined, what)
         table = refined
         if search.within(leakage):
@@ -140,77 +134,12 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
                 chosen = refined
                 continue
             leakage = search.last_audit  # the probe and the audit disagree: steer by the audit and go on
-        steering = steer(steering, leakage, groups, config.target_gap)
+        # still leaking: loosen the pull back to θ*; mirrored (AUC below 0.5): tighten it
+        alpha = alpha / ALPHA_STEP if leakage.worst_signed > 0 else alpha * ALPHA_STEP
     report(progress, 1.0, "done")
     table, details, note = search.outcome(chosen)
-    details.update({"refinement_passes": passes,
-                    "final_weights": {rep: {g.name: round(w, 4) for g, w in zip(groups, weights)}
-                                      for rep, weights in steering.items()},
-                    "seconds_searching": time.perf_counter() - began})
+    details.update({"refinement_passes": passes, "final_alpha": alpha, "seconds_searching": time.perf_counter() - began})
     return table, history, {"notes": note, "details": details}
-
-
-def initial_steering(groups: list[GroupCodes], model: Recommender | None, config: D2DR, original: torch.Tensor,
-                     start: Leakage) -> dict[str, list[float]]:
-    """One MMD weight per (representation, attribute) term: the edited table's, and each derived representation's
-    that the method matches too (LightGCN's propagated embeddings). A term the start already leaves near chance
-    starts at 1/STEER_STEP² rather than 1: pushed as hard as a leaking one, it overshoots into a mirror."""
-    names = [TABLE]
-    if uses_derived(model, config.representations, original):
-        with torch.no_grad():
-            names += list(model.derived_representations(original).keys())
-    near = {(key, i) for key, i, gap in _worst_terms(start, {n: [] for n in names}, groups)
-            if abs(gap) <= STEER_BAND * config.target_gap}
-    return {name: [STEER_STEP ** -2 if (name, i) in near else 1.0 for i in range(len(groups))] for name in names}
-
-
-def _worst_terms(leakage: Leakage, steering: Steering, groups: list[GroupCodes]) -> list[tuple[str, int, float]]:
-    """(steering key, attribute index, signed gap farthest from 0) for every term `leakage` measured: slices of
-    the table (NeuMF's two halves) share the table's term."""
-    index = {g.name: i for i, g in enumerate(groups)}
-    worst: dict[tuple[str, int], float] = {}
-    for (rep, attribute), gap in leakage.gaps.items():
-        if attribute not in index:
-            continue
-        key = (rep if rep in steering else TABLE, index[attribute])
-        if abs(gap) > abs(worst.get(key, 0.0)):
-            worst[key] = gap
-    return [(key, i, gap) for (key, i), gap in worst.items()]
-
-
-def steer(steering: Steering, leakage: Leakage, groups: list[GroupCodes], target: float) -> dict[str, list[float]]:
-    """New MMD weights after a probe or audit, one factor per attribute applied to its terms in every
-    representation: × STEER_STEP where the attribute still leaks (its gap farthest from 0, over the
-    representations, is above 0.5 by more than STEER_BAND × target), ÷ STEER_STEP where it is mirrored, unchanged
-    where it is near chance. When every attribute is near chance but the target is still not verified, the worst
-    one moves. Each attribute by its own sign, so one can be pushed harder while another eases back towards θ* (one
-    global strength moved by the worst sign cannot do that; it did not by itself cure ML-100K's three-attribute miss,
-    bench/RESULTS.md "Steering per attribute"). Every representation of an attribute together: the derived ones are
-    functions of the table, so easing off only where the mirror shows (LightGCN's layer 0) leaves the propagated
-    term pushing it further."""
-    worst: dict[int, float] = {}
-    for _, i, gap in _worst_terms(leakage, steering, groups):
-        if abs(gap) > abs(worst.get(i, 0.0)):
-            worst[i] = gap
-    moving = {i: g for i, g in worst.items() if abs(g) > STEER_BAND * target}
-    if not moving and worst:
-        i = max(worst, key=lambda i: abs(worst[i]))
-        moving = {i: worst[i]}
-    updated = {rep: list(weights) for rep, weights in steering.items()}
-    for i, gap in moving.items():
-        factor = STEER_STEP if gap > 0 else 1 / STEER_STEP
-        for rep in updated:
-            updated[rep][i] = float(np.clip(updated[rep][i] * factor, STEER_LIMITS[0], STEER_LIMITS[1]))
-    return updated
-
-
-def describe_steering(steering: Steering, groups: list[GroupCodes]) -> str:
-    """'MMD weights gender 1.5, age 0.67 [propagated: ...]' for the progress line and the search log."""
-    parts = []
-    for rep, weights in steering.items():
-        text = ", ".join(f"{g.name} {w:.3g}" for g, w in zip(groups, weights))
-        parts.append(text if rep == TABLE else f"{rep}: {text}")
-    return "MMD weights " + "; ".join(parts)
 
 
 class _RowAdam:
@@ -238,7 +167,7 @@ class _RowAdam:
 
 def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[GroupCodes], config: D2DR,
                  model: Recommender | None, progress: Progress | None, steps: int | None = None,
-                 deadline: float | None = None, steering: Steering | None = None) -> tuple[torch.Tensor, list[float]]:
+                 deadline: float | None = None) -> tuple[torch.Tensor, list[float]]:
     """`steps` passes of MMD + regulariser descent from `start`. A pass visits every labelled user once, in
     shuffled mini-batches of `batch_users` (one batch for small tables), each followed by a per-row Adam step on
     that batch's rows: the kernel is only ever batch × batch, so memory does not grow with N, and the steps per pass
@@ -278,7 +207,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
         for batch in batches:
             onehots = [g.onehot[batch] for g in groups]
             if dense:
-                mmd = represented_mmd(table, batch, onehots, null_corrected, derived_model, steering)
+                mmd = represented_mmd(table, batch, onehots, null_corrected, derived_model)
                 keep = (ranking_hinge(model, table, batch, top, margin) if function_space
                         else regulariser(table[batch], original[batch], scale))
                 loss = mmd + config.alpha * keep
@@ -287,8 +216,7 @@ def d2d_optimise(original: torch.Tensor, start: torch.Tensor, groups: list[Group
                 optimizer.step()
             else:
                 rows = table[batch].requires_grad_(True)
-                loss = (represented_mmd(rows, torch.arange(len(batch), device=rows.device), onehots, null_corrected,
-                                        steering=steering)
+                loss = (represented_mmd(rows, torch.arange(len(batch), device=rows.device), onehots, null_corrected)
                         + config.alpha * regulariser(rows, original[batch], scale))
                 (grad,) = torch.autograd.grad(loss, rows)
                 row_adam.step(batch, grad)

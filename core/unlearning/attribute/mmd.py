@@ -2,8 +2,6 @@
 weighted by group size, an optional null correction, and a fused forward/backward."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
 import torch
 
 from ...models import Recommender
@@ -64,7 +62,7 @@ class _MultiKernelMMD(torch.autograd.Function):
     faster than autograd through `kernel_sum`, which matters on a 2-core CPU."""
 
     @staticmethod
-    def forward(ctx, x, onehots, null_corrected, scales):
+    def forward(ctx, x, onehots, null_corrected):
         squared = (x * x).sum(1)
         distances = (squared[:, None] + squared[None, :] - 2 * x @ x.T).clamp_(min=0)
         sigma0 = distances.mean().clamp(min=1e-12)  # mean pairwise squared distance, no gradient through it
@@ -76,10 +74,10 @@ class _MultiKernelMMD(torch.autograd.Function):
             kernel.add_(power)
             slope.add_(power, alpha=m)
         value, weights = 0.0, torch.zeros_like(kernel)
-        for onehot, scale in zip(onehots, scales):
+        for onehot in onehots:
             with torch.enable_grad():
                 block = (onehot.T @ kernel @ onehot).requires_grad_(True)
-                mmd = scale * mmd_from_blocks(block, onehot.sum(0), null_corrected)
+                mmd = mmd_from_blocks(block, onehot.sum(0), null_corrected)
                 (coefficients,) = torch.autograd.grad(mmd, block)
             coefficients = (coefficients + coefficients.T) / 2  # K is symmetric: only the symmetric part counts
             weights += onehot @ coefficients @ onehot.T
@@ -90,25 +88,17 @@ class _MultiKernelMMD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, m = ctx.saved_tensors  # m = ∂loss/∂D, symmetric
-        return grad * 4 * (m.sum(1, keepdim=True) * x - m @ x), None, None, None
-
-
-TABLE = "table"  # the key of the edited table itself in a `Steering` (derived representations use their own names)
-
-Steering = Mapping[str, Sequence[float]]  # per representation, one weight per attribute on its MMD term
+        return grad * 4 * (m.sum(1, keepdim=True) * x - m @ x), None, None
 
 
 def represented_mmd(table: torch.Tensor, batch: torch.Tensor, onehots: list[torch.Tensor], null_corrected: bool,
-                    model: Recommender | None = None, steering: Steering | None = None) -> torch.Tensor:
+                    model: Recommender | None = None) -> torch.Tensor:
     """`multi_kernel_mmd` of the rows `batch` of the table and, when a model is given, of the same rows of every
-    representation derived from the table (LightGCN's propagated embeddings, which serving uses). `steering`
-    weighs each (representation, attribute) term (default 1): the target-driven search uses it to push harder
-    where an attribute still leaks and ease off where it is mirrored."""
-    steering = steering or {}
-    mmd = multi_kernel_mmd(table[batch], onehots, null_corrected, steering.get(TABLE))
+    representation derived from the table (LightGCN's propagated embeddings, which serving uses)."""
+    mmd = multi_kernel_mmd(table[batch], onehots, null_corrected)
     if model is not None:
-        for name, values in model.derived_representations(table).items():
-            mmd = mmd + multi_kernel_mmd(values[batch], onehots, null_corrected, steering.get(name))
+        for values in model.derived_representations(table).values():
+            mmd = mmd + multi_kernel_mmd(values[batch], onehots, null_corrected)
     return mmd
 
 
@@ -117,12 +107,7 @@ def uses_derived(model: Recommender | None, representations: str, table: torch.T
     return model is not None and representations == "all" and bool(model.derived_representations(table))
 
 
-def multi_kernel_mmd(x: torch.Tensor, onehots: list[torch.Tensor], null_corrected: bool = False,
-                     scales: Sequence[float] | None = None) -> torch.Tensor:
+def multi_kernel_mmd(x: torch.Tensor, onehots: list[torch.Tensor], null_corrected: bool = False) -> torch.Tensor:
     """Σ over attributes of the group MMD² of the rows `x` (one one-hot matrix per attribute, rows aligned with
-    x; a sum, as in SPEC's joint D2D-R, so each attribute is pushed as hard as it would be alone), each term
-    times its `scales` entry (default 1)."""
-    scales = tuple(float(v) for v in scales) if scales is not None else (1.0,) * len(onehots)
-    if len(scales) != len(onehots):
-        raise ValueError(f"{len(scales)} MMD weights for {len(onehots)} attributes")
-    return _MultiKernelMMD.apply(x, onehots, null_corrected, scales)
+    x; a sum, as in SPEC's joint D2D-R, so each attribute is pushed as hard as it would be alone)."""
+    return _MultiKernelMMD.apply(x, onehots, null_corrected)
