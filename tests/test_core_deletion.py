@@ -210,6 +210,7 @@ def test_every_method_forgets_on_both_models_and_device(trained, request_1pct, d
         names = [n for n in DELETERS if n != "retrain" and make_deleter(n).applies(model)]  # Retrain: tested above
         assert ("edge_drop" in names) == (kind == "lightgcn") and ("sisa" in names)
         before = _forgotten_margin(model, request_1pct, device)
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
         for name in names:
             deleted = make_deleter(name, **FAST.get(name, {})).unlearn(
                 model, request_1pct.split, request_1pct, device=device, train_config=result.config)
@@ -220,7 +221,8 @@ def test_every_method_forgets_on_both_models_and_device(trained, request_1pct, d
             if name not in ("finetune", "edge_drop", "sisa"):
                 after = _forgotten_margin(deleted.model, request_1pct, device)
                 assert after < before, f"{kind} {deleted.label} did not lower the forgotten pairs' scores"
-        assert _forgotten_margin(model, request_1pct, device) == before  # the original is untouched
+        # the original is untouched: its weights bit for bit (scores recomputed on a GPU may differ in the last bit)
+        assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
 def test_lightul_applies_omega_in_every_score_and_saves_it(tmp_path, trained, request_1pct, demo):
