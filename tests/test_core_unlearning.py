@@ -364,6 +364,27 @@ def test_when_no_candidate_clears_the_margin_the_audited_one_within_the_target_i
     assert "NOT with the margin" in note
 
 
+def test_the_refinement_starts_from_the_original_when_every_closed_form_leaks_more(monkeypatch):
+    """A closed form that shifts a multi-modal group off the other group's modes leaks more than the table did;
+    the refinement must then start from the original, not from the less bad of two worse tables."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    starts = []
+    monkeypatch.setattr(target, "measure_leakage", lambda candidate, *a, **k: target.Leakage(
+        {("user", "planted"): 0.2 if torch.equal(candidate, original) else 0.3}, "cv"))
+    monkeypatch.setattr(d2d, "d2d_optimise", 
+                        lambda original_, start, *a, steps=1, **k: (starts.append(start) or start, [0.0] * steps))
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", steps=20)
+    returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
+                                           torch.device("cpu"))
+    assert len(starts) == 1 and torch.equal(starts[0], original)
+    assert "starts from the original table" in " ".join(extra["details"]["log"])
+    assert torch.equal(returned, original) and not extra["details"]["reached"]  # never worse than it found it
+
+
 def test_lego_style_reuses_its_calibrations_and_the_key_depends_on_every_setting(demo_bpr, demo_labels):
     table = demo_bpr.model.user_table()
     cache = CalibrationCache()
