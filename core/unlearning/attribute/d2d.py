@@ -106,7 +106,7 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     # the refinement starts from the least leaking of the closed forms and the original itself: where a leak sits in
     # which mode (taste cluster) a user is in, moving a group's mean or covariance shifts its modes off the other
     # group's, and the start leaks more than the original did (10,000 synthetic users: 0.235 -> 0.297)
-    table, chosen, best_start = original.clone(), None, (before.worst, original, "the original table")
+    chosen, best_start = None, (before.worst, original, "the original table")
     for label, candidate, *kind in candidates:
         if candidate is None:
             report(progress, 0.05, label)
@@ -117,8 +117,8 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
             break
         if leakage.worst < best_start[0]:
             best_start = (leakage.worst, candidate, label)
+    table = best_start[1]
     if chosen is None:
-        table = best_start[1]
         search.log.append(f"the refinement starts from {best_start[2]}, the least leaking start")
     alpha, passes = config.alpha, 0
     deadline = began + config.max_seconds
