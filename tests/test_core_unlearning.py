@@ -374,7 +374,7 @@ def test_the_refinement_starts_from_the_original_when_every_closed_form_leaks_mo
     starts = []
     monkeypatch.setattr(target, "measure_leakage", lambda candidate, *a, **k: target.Leakage(
         {("user", "planted"): 0.2 if torch.equal(candidate, original) else 0.3}, "cv"))
-    monkeypatch.setattr(d2d, "d2d_optimise", 
+    monkeypatch.setattr(d2d, "d2d_optimise",
                         lambda original_, start, *a, steps=1, **k: (starts.append(start) or start, [0.0] * steps))
     groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
     config = make_unlearner("d2d_r", steps=20)
