@@ -2,7 +2,9 @@
 
 Target-driven by default (SPEC section 5, "Aim at a target"): a closed-form first stage moves every group onto the
 mean of a random group of the same size, then (closed_form='auto') onto its mean and covariance if the means were
-not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a mini-batched MMD refinement (every user visited each pass) runs in chunks from it,
+not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a
+mini-batched MMD refinement (every user visited each pass) runs in chunks from the least leaking of those starts
+and the original table (a closed form can leak more than the original, on a leak carried by cluster membership),
 its regulariser weight adapted to the signed gap (divided by 1.5 while leaking, multiplied when mirrored), until
 the full audit verifies the target or the budget runs out. (Scaling the closed-form move by a strength t < 1 is
 not a usable knob: on MovieLens-100K t = 0.5 leaves every attribute mirrored for the MLP attacker, AUC ≈ 0.36.)

@@ -60,7 +60,8 @@ class LegoStyle(D2DR):
     least mean squared move that gives its groups a random group's mean, or mean and covariance), optionally
     refined by `calibration_steps` MMD passes; each Δ_a cached in the caller's CalibrationCache. Step 2,
     combination: θ_S = θ* + Σ w_a Δ_a with weights w ≥ 0 fitted to the requested set's MMD + α‖θ_S − θ*‖². Then,
-    as D2D-R, the target-driven search from that start (least strength, MMD refinement, full-audit verification).
+    as D2D-R, the target-driven search from that start, or from the original table if the start leaks more (least
+    strength, MMD refinement, full-audit verification).
     A new request (an attribute added or dropped) reuses the cached calibrations."""
 
     name: ClassVar[str] = "lego"
