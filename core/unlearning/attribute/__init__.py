@@ -12,6 +12,7 @@ from .d2d import D2DR, JointD2DR, SequentialD2DR
 from .in_training import AdvInT, InTRetrain
 from .lego import CalibrationCache, LegoStyle
 from .linear import LinearEraser
+from .transport import RelabelTransport
 from .u2u import U2UR, U2URClosedForm
 
 __all__ = ["UNLEARNERS", "AttributeUnlearner", "CalibrationCache", "HyperParameter", "UnlearningResult",
@@ -19,7 +20,7 @@ __all__ = ["UNLEARNERS", "AttributeUnlearner", "CalibrationCache", "HyperParamet
 
 UNLEARNERS: dict[str, type[AttributeUnlearner]] = {
     cls.name: cls for cls in (D2DR, U2UR, U2URClosedForm, LinearEraser, LegoStyle, JointD2DR, SequentialD2DR,
-                              InTRetrain, AdvInT)
+                              RelabelTransport, InTRetrain, AdvInT)
 }
 
 
