@@ -10,7 +10,7 @@ representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and CUD
 Writes the "attribute_unlearning" section of bench/RESULTS.md.
 Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
        [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--strengths weak strong]
-       [--section NAME]
+       [--method NAME] [--section NAME]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from core.metrics import evaluate_full
 from core.models import served_representations
 from core.populations import PLANTED_STRENGTHS, SIGNALS, planted_population
 from core.training import DEFAULT_LR, TrainConfig, train_model
-from core.unlearning.attribute import make_unlearner
+from core.unlearning.attribute import UNLEARNERS, make_unlearner
 
 ATTRIBUTES = ("gender", "age", "occupation")
 AUDIT = CrossValidation()  # the audit's own protocol: 5-fold CV ×3, every labelled user (≤ 50,000 sampled)
@@ -52,8 +52,9 @@ def worst(table_, labels, model, device) -> tuple[float, str]:
     return found, where
 
 
-def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device) -> dict:
-    method = "d2d_r" if len(labels) == 1 else "lego"
+def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device, method: str | None = None) -> dict:
+    """One row: `method` (default: D2D-R for one attribute, LEGO-style for several) at its defaults."""
+    method = method or ("d2d_r" if len(labels) == 1 else "lego")
     before, before_where = worst(table_, labels, model, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -75,7 +76,7 @@ def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device)
     return row
 
 
-def movielens_rows(device, models=("bpr", "neumf", "lightgcn")) -> list[dict]:
+def movielens_rows(device, models=("bpr", "neumf", "lightgcn"), method=None) -> list[dict]:
     folder = default_ml100k_dir()
     if folder is None:
         print("MovieLens-100K not found: its rows are skipped")
@@ -88,11 +89,11 @@ def movielens_rows(device, models=("bpr", "neumf", "lightgcn")) -> list[dict]:
         model = train_model(kind, split, TrainConfig(lr=DEFAULT_LR[kind]), device=device).model
         for request in [(a,) for a in ATTRIBUTES] + [ATTRIBUTES]:
             rows.append(run_row(f"ML-100K {kind}", model.user_table(), {a: labels[a] for a in request}, model, split,
-                                device))
+                                device, method))
     return rows
 
 
-def subsample_rows(device) -> list[dict]:
+def subsample_rows(device, method=None) -> list[dict]:
     """ML-100K BPR-MF's table, 300 users drawn at random (three seeds): the smallest population we claim."""
     folder = default_ml100k_dir()
     if folder is None:
@@ -104,20 +105,21 @@ def subsample_rows(device) -> list[dict]:
     for seed in (0, 1, 2):
         users = np.sort(np.random.default_rng(seed).choice(dataset.n_users, 300, replace=False))
         gender = encode_attribute(dataset.attributes["gender"].iloc[users].reset_index(drop=True), "gender")
-        rows.append(run_row(f"ML-100K 300 users (seed {seed})", table_[users], {"gender": gender}, None, None, device))
+        rows.append(run_row(f"ML-100K 300 users (seed {seed})", table_[users], {"gender": gender}, None, None, device,
+                            method))
     return rows
 
 
-def demo_rows(device) -> list[dict]:
+def demo_rows(device, method=None) -> list[dict]:
     dataset = make_synthetic()
     split = split_per_user(dataset, seed=0)
     labels = {c: encode_attribute(dataset.attributes[c], c) for c in ATTRIBUTES}
     model = train_model("bpr", split, TrainConfig(lr=5e-3, max_epochs=15), device=device).model
-    return [run_row("demo bpr", model.user_table(), {"gender": labels["gender"]}, model, split, device),
-            run_row("demo bpr", model.user_table(), labels, model, split, device)]
+    return [run_row("demo bpr", model.user_table(), {"gender": labels["gender"]}, model, split, device, method),
+            run_row("demo bpr", model.user_table(), labels, model, split, device, method)]
 
 
-def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STRENGTHS)) -> list[dict]:
+def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STRENGTHS), method=None) -> list[dict]:
     rows = []
     kinds = "+".join(signals)
     for n in sizes:
@@ -126,7 +128,7 @@ def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STREN
             table_, labels = planted_population(n, 64, strength, seed=n % 97, signals=signals)
             rows.append(run_row(f"synthetic {n:,} × 64, {strength_name} {kinds}" if strength_name in PLANTED_STRENGTHS
                                else f"synthetic {n:,} × 64, strength {strength} {kinds}", torch.as_tensor(table_),
-                                {"planted": labels}, None, None, device))
+                                {"planted": labels}, None, None, device, method))
             del table_
     return rows
 
@@ -140,6 +142,8 @@ def main() -> None:
     parser.add_argument("--signals", nargs="*", default=list(SIGNALS), help="planted signals of the synthetic rows")
     parser.add_argument("--strengths", nargs="*", default=list(PLANTED_STRENGTHS),
                         help="planted strengths of the synthetic rows: weak, strong or a number")
+    parser.add_argument("--method", default=None, choices=list(UNLEARNERS),
+                        help="run this registered method on every row instead of the defaults")
     parser.add_argument("--section", default="attribute_unlearning",
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
@@ -153,26 +157,28 @@ def main() -> None:
         rows.extend(new_rows)
         frame = pd.DataFrame(rows)
         status = "" if done else f"(run in progress: {len(rows)} rows so far)\n\n"
-        body = (f"Device: {describe(device)}. Every row runs the product's defaults (D2D-R for one attribute, "
-                "LEGO-style for several; target |AUC − 0.5| ≤ 0.05, closed-form start, MMD refinement up to 100 "
-                "passes or 900 s). 'before'/'after': the largest |AUC − 0.5| over MLP, XGBoost and logistic "
-                "regression, every attribute of the request and every served representation (LightGCN: layer 0 and "
-                "propagated; NeuMF: both tables), 5-fold CV ×3 on every labelled user (a stratified 50,000 past "
-                "that), measured independently of the method's own probe. 'verdict' is that number against 0.05. "
-                "Synthetic rows are uploaded tables with no model (no NDCG). 'peak RSS GB' is the process's "
-                "high-water mark so far (rows run in order, so it only grows).\n\n" + status + table(frame, ".3f"))
+        what = (f"{UNLEARNERS[args.method].label} at its defaults (target |AUC − 0.5| ≤ 0.05)"
+                if args.method else "the product's defaults (D2D-R for one attribute, LEGO-style for several; "
+                "target |AUC − 0.5| ≤ 0.05, closed-form start, MMD refinement up to 100 passes or 900 s)")
+        body = (f"Device: {describe(device)}. Every row runs {what}. 'before'/'after': the largest |AUC − 0.5| "
+                "over MLP, XGBoost and logistic regression, every attribute of the request and every served "
+                "representation (LightGCN: layer 0 and propagated; NeuMF: both tables), 5-fold CV ×3 on every "
+                "labelled user (a stratified 50,000 past that), measured independently of the method's own probe. "
+                "'verdict' is that number against 0.05. Synthetic rows are uploaded tables with no model (no NDCG). "
+                "'peak RSS GB' is the process's high-water mark so far (rows run in order, so it only grows).\n\n"
+                + status + table(frame, ".3f"))
         write_section(args.section, title, body)
 
     if "synthetic" in args.only:
         for n in args.sizes:
-            record(synthetic_rows(device, [n], tuple(args.signals), tuple(args.strengths)))
+            record(synthetic_rows(device, [n], tuple(args.signals), tuple(args.strengths), args.method))
     if "subsample" in args.only:
-        record(subsample_rows(device))
+        record(subsample_rows(device, args.method))
     if "demo" in args.only:
-        record(demo_rows(device))
+        record(demo_rows(device, args.method))
     if "ml100k" in args.only:
         for kind in args.models:
-            record(movielens_rows(device, (kind,)))
+            record(movielens_rows(device, (kind,), args.method))
     record([], done=True)
     print(table(pd.DataFrame(rows), ".3f"))
 

@@ -298,8 +298,9 @@ def add_unlearn(subparsers: argparse._SubParsersAction) -> None:
                     "edited model (with --model) or the edited table in the upload's format, ids kept. Exit 0 when "
                     "the audit passes, 1 when an attribute still leaks, 2 on bad input.")
     _add_subject(parser)
-    parser.add_argument("--method", default="d2d_r", help="d2d_r, lego, joint_d2d, sequential_d2d, leace, u2u_r_closed, "
-                                                         "...; default d2d_r (lego when several attributes)")
+    parser.add_argument("--method", default="d2d_r",
+                        help="d2d_r, lego, joint_d2d, sequential_d2d, leace, transport, u2u_r_closed, ...; "
+                             "default d2d_r (lego when several attributes)")
     parser.add_argument("--target-gap", type=float, default=0.05, help="tolerance |AUC - 0.5| (0 = fixed strength)")
     parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="a method hyper-parameter")
     parser.add_argument("--out", required=True, help="folder (with --model) or file for the edited table")
@@ -353,6 +354,10 @@ def run_unlearn_command(args: argparse.Namespace) -> int:
         if run is not None:
             run.finish(**unlearning_fields(comparison.rows[-1], comparison.rows[0]))
     print(f"{result.label}: {result.seconds:.2f} s on {result.device}. {result.notes}")
+    from .unlearning.attribute import transport_hint
+
+    if hint := transport_hint([result]):
+        print(f"note: {hint}", file=sys.stderr)
     frame = comparison.to_frame(intervals=False)
     print(frame.to_markdown(index=False, floatfmt=".3f"))
     written = _write_edited(args, subject, result)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.audit import ATTACKERS, DEFAULT_TOLERANCE, CrossValidation, ShadowSplit
 from core.evaluation import Comparison
-from core.unlearning.attribute import UNLEARNERS
+from core.unlearning.attribute import UNLEARNERS, transport_hint
 from core.recording import audit_params, unlearning_fields
 from ui.cache import cached_evaluation, cached_unlearning, compute_device, labels_key, run_sweep
 from ui.figures import NDCG_EXPLANATION, comparison_table, distribution_figure, tradeoff_figure, umap_figure
@@ -149,6 +149,8 @@ st.download_button("Download the comparison (.csv)", frame.to_csv(index=False), 
 for row in kept["runs"]:
     if row.result.notes:
         st.caption(f"**{row.label}**: {row.result.notes}")
+if hint := transport_hint([row.result for row in kept["runs"]]):
+    st.info(hint)
 
 labels_of_runs = [f"{i + 1}. {row.label}" for i, row in enumerate(kept["runs"])]
 choice = st.selectbox("Run to inspect", range(len(kept["runs"])), format_func=lambda i: labels_of_runs[i],

@@ -364,6 +364,18 @@ def test_relabel_transport_verifies_the_target_on_every_planted_signal():
     assert torch.equal(torch.sort(result.table, 0).values, torch.sort(x, 0).values)  # the same rows, handed out again
 
 
+def test_a_missed_target_points_to_the_transport_until_it_is_run():
+    from core.unlearning.attribute import UnlearningResult, transport_hint
+
+    def result(method, reached):
+        return UnlearningResult(method, method, torch.zeros(1, 1), ("a",), 0.0, "cpu", (), {},
+                                details={"reached": reached})
+
+    assert "Relabel transport" in transport_hint([result("d2d_r", False), result("lego", True)])
+    assert transport_hint([result("d2d_r", True)]) is None
+    assert transport_hint([result("d2d_r", False), result("transport", False)]) is None
+
+
 def test_a_verified_target_keeps_a_margin_for_an_independent_re_audit():
     """The audit reports each repeat's AUC; the margin a re-audit could move a gap is z·sqrt(2σ²/R) from their
     spread; a gap within the target whose margin is not counts as missed, so "no leak" survives one more audit."""

@@ -12,11 +12,11 @@ from .d2d import D2DR, JointD2DR, SequentialD2DR
 from .in_training import AdvInT, InTRetrain
 from .lego import CalibrationCache, LegoStyle
 from .linear import LinearEraser
-from .transport import RelabelTransport
+from .transport import RelabelTransport, transport_hint
 from .u2u import U2UR, U2URClosedForm
 
 __all__ = ["UNLEARNERS", "AttributeUnlearner", "CalibrationCache", "HyperParameter", "UnlearningResult",
-           "hyperparameters", "make_unlearner"]
+           "hyperparameters", "make_unlearner", "transport_hint"]
 
 UNLEARNERS: dict[str, type[AttributeUnlearner]] = {
     cls.name: cls for cls in (D2DR, U2UR, U2URClosedForm, LinearEraser, LegoStyle, JointD2DR, SequentialD2DR,

@@ -123,3 +123,13 @@ def _moved(original: torch.Tensor, source: torch.Tensor) -> dict:
     variance = (original - original.mean(0)).pow(2).sum(1).mean().clamp(min=1e-12)
     return {"share_moved": round(float((source != torch.arange(len(source), device=source.device)).float().mean()), 4),
             "relative_move": round(float(shift / (2 * variance)), 4)}
+
+
+def transport_hint(results: list) -> str | None:
+    """What to try when a target-driven method ran out of budget (the page and the command line say the same)."""
+    missed = [r.label for r in results if r.details.get("reached") is False and r.method != RelabelTransport.name]
+    if not missed or any(r.method == RelabelTransport.name for r in results):
+        return None
+    return (f"{', '.join(missed)} did not reach the target. Relabel transport (method 'transport') gives every "
+            "attacker a shuffled-label problem by construction, on any data and at any size; it costs ranking "
+            "quality (each moved user serves with a neighbour's row), which its result states.")
