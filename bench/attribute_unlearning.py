@@ -148,7 +148,8 @@ def main() -> None:
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
     device = get_device(args.device)
-    title = "Attribute unlearning: the target where nothing was tuned" + (
+    title = (f"Attribute unlearning with {UNLEARNERS[args.method].label}" if args.method else
+             "Attribute unlearning: the target where nothing was tuned") + (
         f" ({', '.join(args.only)})" if args.section != "attribute_unlearning" else "")
     rows: list[dict] = []
 
