@@ -162,6 +162,15 @@ def test_shadow_split_trains_on_the_requested_fraction():
         assert len(train) == 20 and len(test) == 180 and not set(train) & set(test)
 
 
+def test_audits_seeded_differently_share_no_partition():
+    """A re-audit with another seed must be independent of the audit it checks: no repeat's folds in common (with
+    seeds `seed + repeat`, audits seeded 0 and 1 shared two of their three partitions)."""
+    codes = np.repeat([0, 1], 200)
+    protocol = CrossValidation(n_splits=5, n_repeats=3)
+    tests = [{frozenset(test.tolist()) for _, test in make_folds(codes, protocol, seed, "a").pairs} for seed in (0, 1)]
+    assert len(tests[0]) == 15 and not tests[0] & tests[1]
+
+
 def test_small_classes_reduce_the_folds_and_say_so():
     codes = np.array([0] * 50 + [1] * 3)
     folds = make_folds(codes, CrossValidation(), 0, "rare")
