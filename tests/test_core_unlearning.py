@@ -451,6 +451,45 @@ def test_the_refinement_starts_from_the_original_when_every_closed_form_leaks_mo
     assert torch.equal(returned, original) and not extra["details"]["reached"]  # never worse than it found it
 
 
+@pytest.mark.parametrize("falling, passes", [(True, 160), (False, 40)])
+def test_the_pass_budget_grows_only_while_the_probe_keeps_falling(monkeypatch, falling, passes):
+    """A leak that falls steadily gets more passes (up to 4× the budget); one that wanders within the probe's noise
+    (2 standard errors of a chance AUC: 0.008 at 20,000 users) stops at the budget."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(20_000, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    steady = [0.18, 0.16, 0.14, 0.12, 0.10, 0.08, 0.07, 0.06]  # never within the target: the cap (4 × 40) ends it
+    readings = iter([0.3, 0.2] + (steady if falling else [0.195, 0.2, 0.195, 0.2]))
+    monkeypatch.setattr(target, "measure_leakage", lambda *a, **k: target.Leakage(
+        {("user", "planted"): next(readings)}, "cv"))
+    monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, **k: (start, [0.0] * steps))
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", steps=40, closed_form="mean")
+    _, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None, torch.device("cpu"))
+    assert extra["details"]["refinement_passes"] == passes
+    assert ("budget is extended" in " ".join(extra["details"]["log"])) is falling
+
+
+def test_the_probe_noise_is_the_standard_error_of_a_chance_auc_at_the_probes_size():
+    from core.unlearning.attribute.d2d import probe_noise, still_falling
+
+    def noise(counts, probe_users=20_000):
+        codes = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        return probe_noise(group_codes({"a": encode_attribute(pd.Series(codes.numpy()), "a", kind="categorical")},
+                                       len(codes), torch.device("cpu")), probe_users)
+
+    assert noise([670, 273]) == pytest.approx(np.sqrt(944 / (12 * 670 * 273)))  # ML-100K gender: ~0.021
+    assert noise([6000, 4000]) == pytest.approx(0.0059, abs=1e-4)
+    assert noise([60_000, 40_000]) == pytest.approx(noise([12_000, 8_000]))  # the probe attacks ≤ 20,000 users
+    one_vs_rest = [np.sqrt(931 / (12 * n * (930 - n))) for n in (500, 400, 30)]
+    assert noise([500, 400, 30]) == pytest.approx(np.sqrt(np.sum(np.square(one_vs_rest))) / 3)  # the macro mean's
+    # a steady fall is one, a search wandering by about the probe's noise is not (readings of a 10,000-user
+    # cluster-signal run and of ML-100K BPR-MF with three attributes)
+    assert still_falling([0.146, 0.122, 0.119, 0.071, 0.060, 0.070, 0.056], noise([6000, 4000]))
+    assert not still_falling([0.147, 0.095, 0.077, 0.085, 0.057, 0.071], noise([670, 273]))
+
+
 def test_lego_style_reuses_its_calibrations_and_the_key_depends_on_every_setting(demo_bpr, demo_labels):
     table = demo_bpr.model.user_table()
     cache = CalibrationCache()
