@@ -364,6 +364,15 @@ def test_relabel_transport_verifies_the_target_on_every_planted_signal():
     assert torch.equal(torch.sort(result.table, 0).values, torch.sort(x, 0).values)  # the same rows, handed out again
 
 
+@pytest.mark.parametrize("name", ["d2d_r", "transport"])
+def test_a_table_that_already_meets_the_target_is_returned_unchanged(name):
+    table, planted = planted_population(3000, dim=8, strength=0.0, seed=7)
+    x = torch.as_tensor(table)
+    result = make_unlearner(name).fit_transform(x, {"planted": planted})
+    assert torch.equal(result.table, x) and result.details["reached"]
+    assert result.notes.startswith("the original already meets the target")
+
+
 def test_a_missed_target_points_to_the_transport_until_it_is_run():
     from core.unlearning.attribute import UnlearningResult, transport_hint
 

@@ -21,6 +21,7 @@ from ...audit.attackers import ATTACKERS
 from ...audit.verdict import AttackScore
 from ...data import AttributeLabels
 from ...models import Recommender, served_representations
+from ...progress import Progress, report
 
 PROBE_USERS = 20_000  # users a probe attacks at most (stratified); its AUC's standard error is then ~0.005
 PROBE = CrossValidation(n_splits=5, n_repeats=1)
@@ -114,6 +115,16 @@ class TargetSearch:
     def start(self) -> Leakage:
         self.before = self.probe(self.original, "original")
         return self.before
+
+    def unchanged_if_met(self, progress: Progress | None) -> tuple[torch.Tensor, list[float], dict] | None:
+        """Probe the original; when it already meets the target (verified), a method's whole result: the original,
+        unchanged, with a note. None when there is leakage to remove (`before` then holds the probe)."""
+        report(progress, 0.02, "probing the original leakage")
+        if self.within(self.start()) and self.verify(self.original, "original"):
+            table, details, note = self.outcome(self.original)
+            return table, [], {"notes": f"the original already meets the target; nothing was changed ({note})",
+                               "details": details}
+        return None
 
     def within(self, leakage: Leakage) -> bool:
         return leakage.worst <= self.target_gap

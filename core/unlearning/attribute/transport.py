@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -93,12 +92,8 @@ class RelabelTransport(AttributeUnlearner):
             return original[source.to(original.device)], [], {"details": _moved(original, source)}
         search = TargetSearch(original, labels, context.model, context.device, self.target_gap, self.seed,
                               self.probe_users)
-        report(progress, 0.02, "probing the original leakage")
-        before = search.start()
-        if search.within(before) and search.verify(original, "original"):
-            table, details, note = search.outcome(original)
-            return table, [], {"notes": f"the original already meets the target; nothing was changed ({note})",
-                               "details": details}
+        if (unchanged := search.unchanged_if_met(progress)) is not None:
+            return unchanged
         chosen, moved = None, {}
         for attempt in range(self.tries):
             report(progress, 0.1 + 0.85 * attempt / self.tries, f"relabelling {attempt + 1}: assigning rows")
