@@ -24,7 +24,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-quic", "--disable-sync"]
+                 "--no-first-run", "--disable-quic", "--disable-sync",
+                 # two tabs train at once in one test: the one without focus must keep polling its job, not have its
+                 # timers throttled (once, in a full suite run, that tab stayed at "running for 1 s" for 3 minutes)
+                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                 "--disable-backgrounding-occluded-windows"]
 
 
 def _free_port() -> int:
@@ -38,12 +42,16 @@ def start_server(runs: Path, port: int | None = None) -> tuple[subprocess.Popen,
     port = port or _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PRIVACY_AUDIT_JOBS"}  # real worker threads
     env.update(PYTHONUNBUFFERED="1", PRIVACY_AUDIT_RUNS=str(runs), PRIVACY_AUDIT_DEVICE="cpu")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )
+    # the server's output goes to a file: a pipe nobody reads fills up (64 KB) and then blocks the server mid-run
+    runs.parent.mkdir(parents=True, exist_ok=True)
+    log_path = runs.parent / f"streamlit-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -53,7 +61,8 @@ def start_server(runs: Path, port: int | None = None) -> tuple[subprocess.Popen,
         except OSError:
             time.sleep(0.5)
     process.kill()
-    pytest.fail("the Streamlit server did not become healthy within 60 s: " + process.stdout.read().decode()[-2000:])
+    pytest.fail("the Streamlit server did not become healthy within 60 s: "
+                + log_path.read_text(errors="replace")[-2000:])
 
 
 def stop_server(process: subprocess.Popen) -> None:
