@@ -167,7 +167,9 @@ def test_full_flow_reload_and_offline_report(chromium, tmp_path):
         page.keyboard.press("Escape")
         expect(methods.get_by_text("Linear eraser (LEACE-style)")).to_be_visible()
         expect(methods.get_by_text("D2D-R", exact=True)).to_have_count(0)
-        # the before/after evaluation with the logistic-regression attacker only (the audit above used the defaults)
+        # the before/after evaluation with the logistic-regression attacker only (the audit above used the defaults);
+        # while the page reruns after the method change it can briefly show the radio twice (stale and new)
+        expect(page.get_by_role("radiogroup", name="Attackers")).to_have_count(1, timeout=30_000)
         page.get_by_role("radiogroup", name="Attackers").get_by_text("Custom").click()
         attackers = page.locator("[data-testid='stMultiSelect']").filter(has_text="Custom attackers")
         attackers.locator("input").click()
