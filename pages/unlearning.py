@@ -56,10 +56,22 @@ methods = st.multiselect("Methods to compare", available, key="unlearn_methods",
 if mode == "multi":
     st.caption("Several attributes: LEGO-style (cached per-attribute calibrations, reused when you add or drop an "
                "attribute) and joint D2D-R are preselected.")
-if not methods:
-    st.info("Choose at least one method.")
-    st.stop()
 
+# ---------------------------------------------------------------- evaluation settings
+st.subheader("Evaluation")
+left, right = st.columns(2)
+with left:
+    attackers = attacker_picker("unlearn")
+protocol_name = right.radio("Protocol", ["cv", "shadow"], horizontal=True, key="unlearn_protocol",
+                            format_func=lambda p: {"cv": CrossValidation().label, "shadow": "Shadow split (10%)"}[p])
+protocol = CrossValidation() if protocol_name == "cv" else ShadowSplit()
+tolerance = float(target) if target > 0 else DEFAULT_TOLERANCE
+right.caption(f"Verdicts compare each attribute's worst |AUC − 0.5| over the attackers and representations with "
+              f"{tolerance:.3f} (the target).")
+
+# ---------------------------------------------------------------- each method's settings
+# after the evaluation widgets, so that adding or dropping a method (an expander more or less) never moves them: once
+# in CI the attackers radio, moved by a method change, came back at its default in the browser
 params = {}
 for name in methods:
     targeted = has_target(name)
@@ -74,17 +86,9 @@ for name in methods:
             st.caption("No target: runs at the fixed strength set here.")
         params[name] = hyperparameter_widgets(name, "unlearn", fixed={"target_gap": float(target)} if targeted else None)
 
-# ---------------------------------------------------------------- evaluation settings
-st.subheader("Evaluation")
-left, right = st.columns(2)
-with left:
-    attackers = attacker_picker("unlearn")
-protocol_name = right.radio("Protocol", ["cv", "shadow"], horizontal=True, key="unlearn_protocol",
-                            format_func=lambda p: {"cv": CrossValidation().label, "shadow": "Shadow split (10%)"}[p])
-protocol = CrossValidation() if protocol_name == "cv" else ShadowSplit()
-tolerance = float(target) if target > 0 else DEFAULT_TOLERANCE
-right.caption(f"Verdicts compare each attribute's worst |AUC − 0.5| over the attackers and representations with "
-              f"{tolerance:.3f} (the target).")
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
 if not attackers:
     st.info("Choose at least one attacker.")
     st.stop()
@@ -126,13 +130,17 @@ def _keep_runs(job) -> None:
         kept["runs"] = [r for r in kept["runs"] if (r.method, r.result.params) != (row.method, row_params)] + [row]
 
 
-job_status(take_result("unlearn", _keep_runs), "Unlearning")
+last = take_result("unlearn", _keep_runs)
+job_status(last, "Unlearning")
 
 if st.button("Clear the kept runs", key="unlearn_clear"):
     runs.pop(context, None)
 
 kept = runs.get(context)
 if not kept or not kept["runs"]:
+    if last is not None and last.status == "finished" and last.context != context and last.context in runs:
+        st.info("The last run was evaluated under other settings (attributes, attackers, protocol or target); its "
+                "results show again when those settings are chosen.")
     st.info("Run one or more methods: every run is kept here for comparison until you clear it.")
     st.stop()
 

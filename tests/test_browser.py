@@ -180,6 +180,7 @@ def test_full_flow_reload_and_offline_report(chromium, tmp_path):
         page.keyboard.press("Escape")
         expect(attackers.get_by_text("Logistic regression")).to_be_visible()
         expect(attackers.get_by_text("MLP", exact=True)).to_have_count(0)
+        expect(page.get_by_role("radiogroup", name="Attackers").get_by_role("radio", name="Custom")).to_be_checked()
         page.get_by_role("button", name="Run unlearning").click()
         expect(page.get_by_role("heading", name="Side by side")).to_be_visible(timeout=360_000)
         expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()

@@ -54,6 +54,11 @@ def test_lego_reuses_the_process_calibration_cache():
         notes.append(table["notes"].iloc[-1])
     # gender's calibration was computed for the first request and is reused by the second (one cache per process)
     assert "1 of 2 calibrations reused from the cache" in notes[1]
+    # other evaluation settings have no runs of their own; the page says where the last run went
+    at.radio(key="unlearn_attacker_set").set_value("default")
+    at.run()
+    assert not at.dataframe
+    assert any(i.value.startswith("The last run was evaluated under other settings") for i in at.info)
 
 
 @pytest.fixture(scope="module")
