@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import on
-from core.audit import CrossValidation, run_audit
+from core.audit import CrossValidation, make_folds, run_audit
 from core.data import encode_attribute
 from core.metrics import evaluate_full
 from core.models import served_representations
@@ -414,6 +414,47 @@ def test_verification_refuses_a_gap_within_the_target_whose_re_audit_margin_is_n
         monkeypatch.setattr(target, "measure_leakage", lambda *args, **kwargs: leakage)
         assert search.verify(search.original, "candidate") is verified
         assert "re-audit margin" in search.log[-1]
+
+
+def test_a_candidate_only_the_margin_keeps_out_is_audited_again_for_longer(monkeypatch):
+    """Within the target but not its 3-repeat margin, and within what a 12-repeat audit's margin would allow: audited
+    again with 12 repeats on other partitions, and judged on that audit; far from the edge, no second audit."""
+    from core.unlearning.attribute import target
+
+    table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))
+    key = ("user", "planted")
+    for first, second, extended, verified in (((0.035, 0.018), (0.036, 0.012), True, True),
+                                              ((0.035, 0.018), (0.045, 0.012), True, False),
+                                              ((0.045, 0.010), None, False, False)):
+        search = target.TargetSearch(torch.as_tensor(table), {"planted": labels}, None, torch.device("cpu"), 0.05, 0)
+        calls = []
+
+        def measured(candidate, labels_, model, device, seed, protocol, *rest):
+            calls.append((seed, protocol))
+            gap, margin = first if len(calls) == 1 else second
+            return target.Leakage({key: gap}, protocol.label, {key: margin})
+
+        monkeypatch.setattr(target, "measure_leakage", measured)
+        assert search.verify(search.original, "candidate") is verified
+        assert [c[1] for c in calls] == ([target.VERIFY, target.VERIFY_LONG] if extended else [target.VERIFY])
+        if extended:
+            assert calls[0][0] != calls[1][0] and "audited again with 5-fold CV ×12" in search.log[-1]
+    # the margin of a 12-repeat audit keeps the re-audit's own 3-repeat noise: sqrt(1/12 + 1/3) of σ, not sqrt(2/12)
+    assert target.margin_scale(12) == pytest.approx(np.sqrt(1 / 12 + 1 / 3))
+    assert target.margin_scale(3) == pytest.approx(np.sqrt(2 / 3))
+
+
+def test_the_search_draws_other_folds_than_the_audit_that_checks_it():
+    """The probe, the verification and the longer verification each draw their partitions apart from an audit with
+    the product's default seed, so the luck a candidate was picked for is not inherited by the audit that checks it."""
+    from core.unlearning.attribute.target import PROBE, VERIFY, VERIFY_LONG, stage_seed
+
+    codes = np.repeat([0, 1], 200)
+    audit = {frozenset(test.tolist()) for _, test in make_folds(codes, CrossValidation(), 0, "a").pairs}
+    for stage, protocol in (("probe", PROBE), ("verify", VERIFY), ("long", VERIFY_LONG)):
+        folds = {frozenset(test.tolist()) for _, test in make_folds(codes, protocol, stage_seed(0, stage), "a").pairs}
+        assert not folds & audit, stage
+    assert len({stage_seed(0, s) for s in ("probe", "verify", "long")} | {stage_seed(1, "probe")}) == 4
 
 
 def test_when_no_candidate_clears_the_margin_the_audited_one_within_the_target_is_returned(monkeypatch):
