@@ -493,12 +493,48 @@ def test_the_refinement_starts_from_the_original_when_every_closed_form_leaks_mo
     monkeypatch.setattr(d2d, "d2d_optimise",
                         lambda original_, start, *a, steps=1, **k: (starts.append(start) or start, [0.0] * steps))
     groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
-    config = make_unlearner("d2d_r", steps=20)
+    config = make_unlearner("d2d_r", steps=20, tries=1)
     returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
                                            torch.device("cpu"))
     assert len(starts) == 1 and torch.equal(starts[0], original)
     assert "starts from the original table" in " ".join(extra["details"]["log"])
     assert torch.equal(returned, original) and not extra["details"]["reached"]  # never worse than it found it
+
+
+def test_a_search_that_misses_starts_again_from_another_draw_until_one_reaches(monkeypatch):
+    """The search's path depends on its random draw (closed-form targets, probe folds); one that misses is tried
+    again from other draws, each probing and verifying on other folds, and the first verified table is returned."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    seeds, tables = [], []
+
+    def measured(candidate, labels_, model, device, seed, protocol, *rest):
+        seeds.append((seed, protocol.n_repeats))
+        reached = len({s for s, r in seeds if r == 1}) >= 3  # from the third try's folds on
+        return target.Leakage({("user", "planted"): 0.02 if reached else 0.3}, protocol.label,
+                              {("user", "planted"): 0.01})
+
+    def moved(original_, start, *a, steps=1, **k):
+        tables.append(start + 0.01 * (len(tables) + 1))
+        return tables[-1], [0.0] * steps
+
+    monkeypatch.setattr(target, "measure_leakage", measured)
+    monkeypatch.setattr(d2d, "d2d_optimise", moved)
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", steps=20, closed_form="off", tries=3)
+    returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
+                                           torch.device("cpu"))
+    details = extra["details"]
+    assert details["reached"] and details["tries"] == 3 and "try 3 of 3" in " ".join(details["log"])
+    assert len({s for s, r in seeds if r == 1}) == 3  # each try probes on its own folds
+    assert not torch.equal(returned, original) and torch.equal(returned, tables[-1])
+    # one try only: the same misses end the search
+    seeds.clear()
+    _, _, extra = d2d.target_driven(make_unlearner("d2d_r", steps=20, closed_form="off", tries=1), original, groups,
+                                    {"planted": labels}, None, None, torch.device("cpu"))
+    assert not extra["details"]["reached"] and extra["details"]["tries"] == 1
 
 
 @pytest.mark.parametrize("falling, passes", [(True, 160), (False, 40)])
@@ -515,7 +551,7 @@ def test_the_pass_budget_grows_only_while_the_probe_keeps_falling(monkeypatch, f
         {("user", "planted"): next(readings)}, "cv"))
     monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, **k: (start, [0.0] * steps))
     groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
-    config = make_unlearner("d2d_r", steps=40, closed_form="mean")
+    config = make_unlearner("d2d_r", steps=40, closed_form="mean", tries=1)
     _, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None, torch.device("cpu"))
     assert extra["details"]["refinement_passes"] == passes
     assert ("budget is extended" in " ".join(extra["details"]["log"])) is falling
