@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy import stats
 
 from ...audit import DEFAULT_ATTACKERS, MAX_AUDIT_USERS, CrossValidation, run_audit
 from ...audit.attackers import ATTACKERS
@@ -28,7 +29,7 @@ PROBE = CrossValidation(n_splits=5, n_repeats=1)
 VERIFY = CrossValidation(n_splits=5, n_repeats=3)
 VERIFY_LONG = CrossValidation(n_splits=5, n_repeats=12)  # for a candidate that only the margin keeps out
 REAUDIT_REPEATS = CrossValidation().n_repeats  # the repeats of the audit a re-auditor runs: the product's default
-REAUDIT_Z = 1.645  # one-sided 95%: how sure a verified "within the target" must be to survive a re-audit
+REAUDIT_CONFIDENCE = 0.95  # one-sided: how sure a verified "within the target" must be to survive a re-audit
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -45,16 +46,19 @@ def margin_scale(repeats: int) -> float:
 
 def reaudit_margin(scores: Sequence[AttackScore]) -> float:
     """How far an independent re-audit (same users, the default protocol of R_a repeats, other folds) may move an
-    AUC this audit measured over R repeats, one-sided 95%: z·σ·sqrt(1/R + 1/R_a), σ² the variance between the
+    AUC this audit measured over R repeats, one-sided 95%: t·σ·sqrt(1/R + 1/R_a), σ² the variance between the
     protocol's repeats (each a fresh partition), pooled over the attackers; both audits carry that noise, and a
-    longer audit only shrinks its own share. Shrinks as the population grows; 0 when the protocol has one repeat
-    (a probe)."""
-    variances = [np.var(s.repeat_aucs, ddof=1) for s in scores
-                 if len(s.repeat_aucs) > 1 and not ATTACKERS[s.attacker].baseline]
-    if not variances:
+    longer audit only shrinks its own share. t is Student's quantile for the pooled degrees of freedom (2 per
+    attacker at 3 repeats), not the normal one: so few repeats often under-read σ (the demo's logistic regression:
+    0.005 between one audit's repeats, 0.012 over 30). Shrinks as the population grows; 0 when the protocol has one
+    repeat (a probe)."""
+    repeated = [s.repeat_aucs for s in scores if len(s.repeat_aucs) > 1 and not ATTACKERS[s.attacker].baseline]
+    if not repeated:
         return 0.0
-    repeats = min(len(s.repeat_aucs) for s in scores if len(s.repeat_aucs) > 1)
-    return float(REAUDIT_Z * np.sqrt(np.mean(variances)) * margin_scale(repeats))
+    freedom = sum(len(r) - 1 for r in repeated)
+    pooled = sum(np.var(r, ddof=1) * (len(r) - 1) for r in repeated) / freedom
+    quantile = stats.t.ppf(REAUDIT_CONFIDENCE, freedom)
+    return float(quantile * np.sqrt(pooled) * margin_scale(min(len(r) for r in repeated)))
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class TargetSearch:
     last_audit: Leakage | None = None
     audited: tuple[float, torch.Tensor, Leakage] | None = None  # the fully audited candidate with the least bound
     probes: int = 0
+    confirmations: int = 0
 
     def probe(self, table: torch.Tensor, what: str) -> Leakage:
         leakage = measure_leakage(table, self.labels, self.model, self.device, stage_seed(self.seed, "probe"), PROBE,
@@ -149,7 +154,8 @@ class TargetSearch:
         """The full audit protocol (5-fold CV ×3, the default attackers) on every representation; met when every
         gap plus its re-audit margin is within the target. A candidate within the target that only its margin
         keeps out, and that a longer audit's smaller margin would let in, is audited again with 12 repeats: its
-        gaps are then measured more exactly and the margin keeps only the re-audit's own noise."""
+        gaps are then measured more exactly and the margin keeps only the re-audit's own noise. A candidate let in
+        must then be let in again by a fresh audit on other folds."""
         leakage = measure_leakage(table, self.labels, self.model, self.device, stage_seed(self.seed, "verify"), VERIFY,
                                   MAX_AUDIT_USERS)
         self.log.append(f"{what}: full audit worst |AUC − 0.5| {leakage.worst:.3f}, with the re-audit margin "
@@ -163,6 +169,17 @@ class TargetSearch:
                                       VERIFY_LONG, MAX_AUDIT_USERS)
             self.log.append(f"{what}: near the edge, audited again with {VERIFY_LONG.label}: worst |AUC − 0.5| "
                             f"{leakage.worst:.3f}, with the re-audit margin {leakage.bound:.3f}")
+        if leakage.bound <= self.target_gap:
+            # the search audits candidate after candidate and stops at the first one let in, so the audit that let
+            # it in is the luckiest of several; a fresh audit on other folds, picked by nothing, must agree, and its
+            # numbers are the ones reported (the demo: a verification read 0.028 where audits on other folds read
+            # 0.041-0.059)
+            self.confirmations += 1
+            leakage = measure_leakage(table, self.labels, self.model, self.device,
+                                      stage_seed(self.seed, f"confirm {self.confirmations}"), VERIFY, MAX_AUDIT_USERS)
+            agreed = "confirmed" if leakage.bound <= self.target_gap else "NOT confirmed"
+            self.log.append(f"{what}: {agreed} by a fresh audit on other folds: worst |AUC − 0.5| {leakage.worst:.3f}, "
+                            f"with the re-audit margin {leakage.bound:.3f} ({leakage.describe()})")
         self.last_audit = leakage
         if self.audited is None or leakage.bound < self.audited[0]:
             self.audited = (leakage.bound, table.detach().clone(), leakage)
