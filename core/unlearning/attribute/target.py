@@ -1,6 +1,6 @@
 """Aim at a target, both sides (SPEC section 5): probe the leakage of a candidate table with the audit's own
 default attackers on held-out users, on every representation the model serves with, and verify with the full
-audit before reporting success.
+audit, confirmed by a fresh one on other folds, before reporting success.
 
 The probe is the audit itself with one repeat instead of three (5-fold CV, the same attackers), on a stratified
 sample of at most `probe_users` users: no weaker than the audit's strongest default attacker, only noisier. The
@@ -178,8 +178,8 @@ class TargetSearch:
             leakage = measure_leakage(table, self.labels, self.model, self.device,
                                       stage_seed(self.seed, f"confirm {self.confirmations}"), VERIFY, MAX_AUDIT_USERS)
             agreed = "confirmed" if leakage.bound <= self.target_gap else "NOT confirmed"
-            self.log.append(f"{what}: {agreed} by a fresh audit on other folds: worst |AUC − 0.5| {leakage.worst:.3f}, "
-                            f"with the re-audit margin {leakage.bound:.3f} ({leakage.describe()})")
+            self.log.append(f"{what}: {agreed} by a fresh audit on other folds: worst |AUC − 0.5| "
+                            f"{leakage.worst:.3f}, with the re-audit margin {leakage.bound:.3f} ({leakage.describe()})")
         self.last_audit = leakage
         if self.audited is None or leakage.bound < self.audited[0]:
             self.audited = (leakage.bound, table.detach().clone(), leakage)
