@@ -1,15 +1,17 @@
 """Attribute-unlearning generalisation benchmark: does the target hold where nothing was tuned?
 
 Rows: MovieLens-100K × {BPR-MF, NeuMF, LightGCN} × {gender, age, occupation, all three}; ML-100K subsampled to
-300 users; the built-in demo; synthetic uploaded tables (no model) of 10,000 / 100,000 / 1,000,000 users × 64 with
-a weak and a strong planted attribute (`core.populations`). Each row: the product's defaults (D2D-R for one
-attribute, LEGO-style for several, target |AUC − 0.5| ≤ 0.05), the worst |AUC − 0.5| before and after over every
-default attacker (MLP, XGBoost, logistic regression; 5-fold CV ×3, the audit's protocol) and every served
-representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and CUDA's when on a GPU).
+300 users; the built-in demo (and its generator at other sizes: `--demo-users`); synthetic uploaded tables (no
+model) of 10,000 / 100,000 / 1,000,000 users × 64 with a weak and a strong planted attribute (`core.populations`).
+Each row: the product's defaults (D2D-R for one attribute, LEGO-style for several, target |AUC − 0.5| ≤ 0.05), the
+worst |AUC − 0.5| before and after over every default attacker (MLP, XGBoost, logistic regression; 5-fold CV ×3,
+the audit's protocol) and every served representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and
+CUDA's when on a GPU).
 
 Writes the "attribute_unlearning" section of bench/RESULTS.md.
 Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
        [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--strengths weak strong]
+       [--demo-users 1000 6000] [--demo-models bpr neumf lightgcn] [--demo-strength 1.5]
        [--method NAME] [--section NAME]
 """
 from __future__ import annotations
@@ -24,7 +26,9 @@ import torch
 from common import table, write_section
 
 from core.audit import CrossValidation, run_audit
-from core.data import default_ml100k_dir, encode_attribute, load_movielens_100k, make_synthetic, split_per_user
+from core.data import (
+    DEMO_EFFECTS, default_ml100k_dir, encode_attribute, load_movielens_100k, make_synthetic, split_per_user,
+)
 from core.device import describe, get_device
 from core.metrics import evaluate_full
 from core.models import served_representations
@@ -110,13 +114,30 @@ def subsample_rows(device, method=None) -> list[dict]:
     return rows
 
 
-def demo_rows(device, method=None) -> list[dict]:
-    dataset = make_synthetic()
-    split = split_per_user(dataset, seed=0)
-    labels = {c: encode_attribute(dataset.attributes[c], c) for c in ATTRIBUTES}
-    model = train_model("bpr", split, TrainConfig(lr=5e-3, max_epochs=15), device=device).model
-    return [run_row("demo bpr", model.user_table(), {"gender": labels["gender"]}, model, split, device, method),
-            run_row("demo bpr", model.user_table(), labels, model, split, device, method)]
+def demo_items(n_users: int) -> int:
+    """Items for a demo of `n_users`: the built-in 1,500 at 1,000 users, growing as √users (6,000 users get 3,674,
+    close to MovieLens-1M's 6,040 × 3,706, the size of the real dataset acceptance also runs on)."""
+    return max(1500, round(1500 * (n_users / 1000) ** 0.5))
+
+
+def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: float = 1.0) -> list[dict]:
+    """The built-in demo (1,000 users) and, for the sizes in `users`, the same generator at other sizes, its
+    attribute effects times `strength`; BPR-MF as the app's first screen trains it (15 epochs), other models with
+    the training defaults."""
+    rows = []
+    for n in users:
+        effects = tuple(strength * e for e in DEMO_EFFECTS)
+        dataset = make_synthetic(n_users=n, n_items=demo_items(n), effects=effects)
+        split = split_per_user(dataset, seed=0)
+        labels = {c: encode_attribute(dataset.attributes[c], c) for c in ATTRIBUTES}
+        for kind in models:
+            config = TrainConfig(lr=5e-3, max_epochs=15) if kind == "bpr" else TrainConfig(lr=DEFAULT_LR[kind])
+            model = train_model(kind, split, config, device=device).model
+            name = ("demo" if n == 1000 else f"demo {n:,} users") + (f" ×{strength:g}" if strength != 1 else "")
+            name += f" {kind}"
+            rows += [run_row(name, model.user_table(), {"gender": labels["gender"]}, model, split, device, method),
+                     run_row(name, model.user_table(), labels, model, split, device, method)]
+    return rows
 
 
 def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STRENGTHS), method=None) -> list[dict]:
@@ -139,6 +160,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["synthetic", "subsample", "demo", "ml100k"])
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
+    parser.add_argument("--demo-users", nargs="*", type=int, default=[1000],
+                        help="users of the demo rows (1000 = the built-in demo; 6000 is MovieLens-1M's size)")
+    parser.add_argument("--demo-models", nargs="*", default=["bpr"], help="models trained on the demo rows")
+    parser.add_argument("--demo-strength", type=float, default=1.0,
+                        help="the demo's attribute effects times this (1 = the built-in demo's)")
     parser.add_argument("--signals", nargs="*", default=list(SIGNALS), help="planted signals of the synthetic rows")
     parser.add_argument("--strengths", nargs="*", default=list(PLANTED_STRENGTHS),
                         help="planted strengths of the synthetic rows: weak, strong or a number")
@@ -176,7 +202,8 @@ def main() -> None:
     if "subsample" in args.only:
         record(subsample_rows(device, args.method))
     if "demo" in args.only:
-        record(demo_rows(device, args.method))
+        for n in args.demo_users:
+            record(demo_rows(device, args.method, (n,), tuple(args.demo_models), args.demo_strength))
     if "ml100k" in args.only:
         for kind in args.models:
             record(movielens_rows(device, (kind,), args.method))
