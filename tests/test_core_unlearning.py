@@ -685,3 +685,23 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     left = gap(result.table)
     assert left < 0.5 * gap(table)  # most of the propagated leak is gone
     assert left < left_by_table_only  # and more of it than by editing layer 0 alone
+
+
+def test_a_miss_says_how_much_a_derived_view_carries_through_the_items_alone(demo_lightgcn, demo_bpr, demo_labels):
+    """LightGCN's propagated view mixes in the embeddings of the items a user interacted with, so it leaks with
+    every user row set to zero; a search that misses measures that and says it (the interactions themselves leak),
+    and a model without derived views gets no such line. The miss is forced: no closed form, no refinement passes."""
+    labels = {"gender": demo_labels["gender"]}
+    forced_miss = dict(closed_form="off", steps=0, tries=1)
+    result = make_unlearner("d2d_r", **forced_miss).fit_transform(demo_lightgcn.user_table(), labels, demo_lightgcn)
+    assert not result.details["reached"]
+    carried = result.details["with_user_rows_zeroed"]["gender [propagated]"]
+    zeros = torch.zeros_like(demo_lightgcn.user_table())
+    direct = run_audit(demo_lightgcn.representations(zeros)["propagated"], labels, attackers=("logreg",),
+                       n_permutations=0).auc("gender", "logreg") - 0.5
+    assert abs(direct) > 0.05  # the premise: the items alone carry gender here
+    assert abs(carried) >= abs(direct) - 0.03  # the probe's strongest attacker reads at least as much
+    assert "even with every user row set to zero" in result.notes
+    assert any("with every user row set to zero" in line for line in result.details["log"])
+    plain = make_unlearner("d2d_r", **forced_miss).fit_transform(demo_bpr.model.user_table(), labels, demo_bpr.model)
+    assert not plain.details["reached"] and "with_user_rows_zeroed" not in plain.details

@@ -150,6 +150,8 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
         passes, tries = passes + used, tries + 1
     report(progress, 1.0, "done")
     table, details, note = search.outcome(chosen)
+    if not details["reached"]:
+        note = search.explain_miss(details, note)
     details.update({"refinement_passes": passes, "final_alpha": alpha, "tries": tries,
                     "seconds_searching": time.perf_counter() - began})
     return table, history, {"notes": note, "details": details}

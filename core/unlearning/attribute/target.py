@@ -188,6 +188,41 @@ class TargetSearch:
             return True
         return False
 
+    def carried_by_items(self) -> dict[tuple[str, str], float]:
+        """Signed gaps of each view the model derives from the table (LightGCN's propagated embeddings) with every
+        user row set to zero: what that view carries through the items users interacted with. An edit of the user
+        table reaches that part only through the other users who share a user's items (a 6,000-user demo's
+        LightGCN: logistic regression 0.890 that way, 0.894 with the rows). Empty without derived views."""
+        if self.model is None:
+            return {}
+        with torch.no_grad():
+            zeros = torch.zeros_like(self.original, device=self.model.device)
+            views = self.model.derived_representations(zeros)
+        gaps = {}
+        for rep, values in views.items():
+            audit = run_audit(values, self.labels, attackers=DEFAULT_ATTACKERS, protocol=PROBE, n_permutations=0,
+                              seed=stage_seed(self.seed, "items"), representation_name=rep, max_users=self.probe_users,
+                              device=self.device)
+            gaps.update({(rep, v.attribute): v.auc - 0.5 for v in audit.verdicts})
+        return gaps
+
+    def explain_miss(self, details: dict, note: str) -> str:
+        """On a miss with derived views: record what they carry through the items alone and, when that is beyond
+        the target, say so in the note (no user-embedding method removes it directly)."""
+        carried = self.carried_by_items()
+        if not carried:
+            return note
+        details["with_user_rows_zeroed"] = {f"{a} [{r}]": round(g, 4) for (r, a), g in carried.items()}
+        (rep, attribute), gap = max(carried.items(), key=lambda item: abs(item[1]))
+        line = ", ".join(f"{a} [{r}] {g:+.3f}" for (r, a), g in carried.items())
+        self.log.append(f"with every user row set to zero, the derived views' probe reads: {line}")
+        details["log"] = list(self.log)
+        if abs(gap) <= self.target_gap:
+            return note
+        return (f"{note} The {rep} view leaks {attribute} at |AUC − 0.5| = {abs(gap):.3f} even with every user row "
+                f"set to zero: it carries the attribute through the items users interacted with, which an edit of the "
+                f"user embeddings can only cancel through other users; the interactions themselves leak.")
+
     def outcome(self, table: torch.Tensor | None) -> tuple[torch.Tensor, dict, str]:
         """The table to return, the details and a note: the verified table when there is one, else the best
         iterate, and never a table that leaks more than the original did."""
