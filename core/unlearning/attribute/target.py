@@ -91,9 +91,16 @@ def measure_leakage(table: torch.Tensor, labels: Mapping[str, AttributeLabels], 
                     device: torch.device, seed: int, protocol: CrossValidation = PROBE,
                     max_users: int = PROBE_USERS, attackers: tuple[str, ...] = DEFAULT_ATTACKERS) -> Leakage:
     """The leakage of `table` (and of every representation the model derives from it) under `protocol`."""
-    gaps, margins = {}, {}
     with torch.no_grad():
         reps = served_representations(model, table.to(model.device) if model is not None else table)
+    return measure_views(reps, labels, device, seed, protocol, max_users, attackers)
+
+
+def measure_views(reps: Mapping[str, torch.Tensor], labels: Mapping[str, AttributeLabels], device: torch.device,
+                  seed: int, protocol: CrossValidation = PROBE, max_users: int = PROBE_USERS,
+                  attackers: tuple[str, ...] = DEFAULT_ATTACKERS) -> Leakage:
+    """The leakage of each named representation under `protocol`."""
+    gaps, margins = {}, {}
     for rep, values in reps.items():
         audit = run_audit(values, labels, attackers=attackers, protocol=protocol, n_permutations=0, seed=seed,
                           representation_name=rep, max_users=max_users, device=device)
@@ -196,15 +203,9 @@ class TargetSearch:
         if self.model is None:
             return {}
         with torch.no_grad():
-            zeros = torch.zeros_like(self.original, device=self.model.device)
-            views = self.model.derived_representations(zeros)
-        gaps = {}
-        for rep, values in views.items():
-            audit = run_audit(values, self.labels, attackers=DEFAULT_ATTACKERS, protocol=PROBE, n_permutations=0,
-                              seed=stage_seed(self.seed, "items"), representation_name=rep, max_users=self.probe_users,
-                              device=self.device)
-            gaps.update({(rep, v.attribute): v.auc - 0.5 for v in audit.verdicts})
-        return gaps
+            views = self.model.derived_representations(torch.zeros_like(self.original, device=self.model.device))
+        return measure_views(views, self.labels, self.device, stage_seed(self.seed, "items"), PROBE,
+                             self.probe_users).gaps
 
     def explain_miss(self, details: dict, note: str) -> str:
         """On a miss with derived views: record what they carry through the items alone and, when that is beyond
