@@ -383,6 +383,11 @@ def test_a_missed_target_points_to_the_transport_until_it_is_run():
     assert "Relabel transport" in transport_hint([result("d2d_r", False), result("lego", True)])
     assert transport_hint([result("d2d_r", True)]) is None
     assert transport_hint([result("d2d_r", False), result("transport", False)]) is None
+    # a miss whose derived view leaks through the items alone: the transport cannot clean that either, and says so
+    carried = UnlearningResult("d2d_r", "D2D-R", torch.zeros(1, 1), ("a",), 0.0, "cpu", (), {}, details={
+        "reached": False, "target_gap": 0.05, "with_user_rows_zeroed": {"a [propagated]": 0.39}})
+    assert "through the items alone" in transport_hint([carried])
+    assert "through the items alone" not in transport_hint([result("d2d_r", False)])
 
 
 def test_a_verified_target_keeps_a_margin_for_an_independent_re_audit():

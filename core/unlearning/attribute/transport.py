@@ -126,6 +126,12 @@ def transport_hint(results: list) -> str | None:
     missed = [r.label for r in results if r.details.get("reached") is False and r.method != RelabelTransport.name]
     if not missed or any(r.method == RelabelTransport.name for r in results):
         return None
-    return (f"{', '.join(missed)} did not reach the target. Relabel transport (method 'transport') gives every "
+    hint = (f"{', '.join(missed)} did not reach the target. Relabel transport (method 'transport') gives every "
             "attacker a shuffled-label problem by construction, on any data and at any size; it costs ranking "
             "quality (each moved user serves with a neighbour's row), which its result states.")
+    through_items = [r.label for r in results if any(
+        abs(gap) > r.details.get("target_gap", 0.0) for gap in r.details.get("with_user_rows_zeroed", {}).values())]
+    if through_items:
+        hint += (f" It hands out the table's rows only: what a derived view carries through the items alone (see "
+                 f"{', '.join(through_items)}'s note) stays, so the audit of that view decides.")
+    return hint
