@@ -61,7 +61,8 @@ class LegoStyle(D2DR):
     refined by `calibration_steps` MMD passes; each Δ_a cached in the caller's CalibrationCache. Step 2,
     combination: θ_S = θ* + Σ w_a Δ_a with weights w ≥ 0 fitted to the requested set's MMD + α‖θ_S − θ*‖². Then,
     as D2D-R, the target-driven search from that start, or from the original table if the start leaks more (least
-    strength, MMD refinement, full-audit verification).
+    strength, MMD refinement, full-audit verification); when that joint search misses, the attributes are aimed at
+    one at a time and verified together (`one_at_a_time`).
     A new request (an attribute added or dropped) reuses the cached calibrations."""
 
     name: ClassVar[str] = "lego"
@@ -74,6 +75,9 @@ class LegoStyle(D2DR):
     combination_users: int = hp(512, "users sampled per combination step (a few weights need few users)", 64, 20000)
     joint_rounds: int = hp(2, "closed-form rounds over all requested attributes after combining (the calibrations "
                            "interfere when attributes are correlated); 0 = pure combination", 0, 10)
+    one_at_a_time: bool = hp(True, "target-driven, several attributes: when the joint search from the combination "
+                             "misses, aim at the attributes one at a time (most leaking first), then verify them "
+                             "together")
 
     def _keys(self, original: torch.Tensor, labels: Mapping[str, AttributeLabels],
               model: Recommender | None) -> dict[str, tuple]:
@@ -150,7 +154,8 @@ class LegoStyle(D2DR):
                    "combination_seconds": time.perf_counter() - start - calibration_seconds}
         if self.target_gap > 0:
             table, more, extra = target_driven(self, original, groups, labels, model, scaled(progress, 0.4, 1.0),
-                                               device, start=combined, start_label="LEGO combination")
+                                               device, start=combined, start_label="LEGO combination",
+                                               one_at_a_time=self.one_at_a_time)
             details.update(extra["details"])
             return table, history + more, {"notes": f"{notes}. {extra['notes']}", "details": details}
         if self.steps:
