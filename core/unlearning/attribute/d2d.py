@@ -132,7 +132,7 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     on ML-100K LightGCN gender one draw ended at 0.073, two others at 0.035 and 0.034. Every try keeps the
     audited candidates of the ones before, and the time budget (or the caller's `deadline`) is shared.
     `one_at_a_time` (several attributes): when the first joint try misses, aim at the attributes one at a time
-    (`_one_at_a_time`) before the other joint tries."""
+    (`_one_at_a_time`) before any other joint try."""
     began = time.perf_counter()
     search = TargetSearch(original, labels, model, device, config.target_gap, config.seed, config.probe_users)
     if (unchanged := search.unchanged_if_met(progress)) is not None:
@@ -141,23 +141,23 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     deadline = min(began + config.max_seconds, deadline if deadline is not None else float("inf"))
     chosen, passes, alpha, tries = None, 0, config.alpha, 0
     sweep = one_at_a_time and len(groups) > 1
+    slot, slots = 0, config.tries + int(sweep)  # progress: each try and the one-at-a-time stage a slot
     while chosen is None and tries < config.tries and time.perf_counter() < deadline:
-        if sweep and tries == 1:
-            sweep = False
-            chosen = _one_at_a_time(config, original, groups, labels, model, search,
-                                    scaled(progress, 1 / config.tries, 2 / config.tries, "one at a time: "),
-                                    device, deadline, history)
-            continue
         seed = config.seed if tries == 0 else int(np.random.SeedSequence([config.seed, tries]).generate_state(1)[0])
         if tries:
             search.seed = seed
             search.log.append(f"try {tries + 1} of {config.tries}, from another random draw (seed {seed}): the "
                               f"previous one did not reach the target")
-        part = scaled(progress, tries / config.tries, (tries + 1) / config.tries,
-                      f"try {tries + 1}/{config.tries}: " if tries else "")
+        part = scaled(progress, slot / slots, (slot + 1) / slots, f"try {tries + 1}/{config.tries}: " if tries else "")
         chosen, used, alpha = _search_once(replace(config, seed=seed), original, groups, model, search, part,
                                            start, start_label, deadline, history)
-        passes, tries = passes + used, tries + 1
+        passes, tries, slot = passes + used, tries + 1, slot + 1
+        if sweep and chosen is None and time.perf_counter() < deadline:
+            sweep = False
+            chosen = _one_at_a_time(config, original, groups, labels, model, search,
+                                    scaled(progress, slot / slots, (slot + 1) / slots, "one at a time: "), device,
+                                    deadline, history)
+            slot += 1
     report(progress, 1.0, "done")
     table, details, note = search.outcome(chosen)
     if not details["reached"]:
