@@ -184,8 +184,9 @@ def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes
     together; a second round takes the attributes that keep that audit from letting it in. Returns the table
     when the joint verification lets it in, else None (its candidates stay in `search`).
     Why: one joint MMD refinement pushes the cheapest statistics of some attributes past chance while others still
-    leak (ML-100K BPR-MF, gender + age + occupation: every try of the joint search ended at 0.068-0.092 on its
-    probe); one attribute at a time reached 0.039 by the independent audit (section "One attribute at a time")."""
+    leak (ML-100K BPR-MF, gender + age + occupation: LEGO-style's joint tries ended at 0.077-0.088 on their
+    probe, joint D2D-R's at 0.086-0.100); sequential D2D-R reached 0.039 by the independent
+    audit (section "One attribute at a time")."""
     names = list(labels)
     gaps = search.before.gaps
     todo = sorted(range(len(names)), key=lambda i: -max(abs(g) for (_, a), g in gaps.items() if a == names[i]))
