@@ -605,6 +605,23 @@ def test_when_the_joint_search_misses_lego_aims_at_one_attribute_at_a_time(monke
     assert not missed.details["reached"] and set(searched) == {2}
 
 
+def test_sequential_d2d_on_one_attribute_is_d2d_r_with_no_second_audit(monkeypatch):
+    """One attribute: sequential D2D-R is D2D-R (same table, same verdict); its search already verified the table,
+    so no joint re-audit follows (on a million users that re-audit costs minutes)."""
+    from core.unlearning.attribute import target
+
+    table, planted = planted_population(1000, dim=8, strength=1.5, seed=2, signals=("mean",))
+    labels = {"planted": planted}
+    single = make_unlearner("d2d_r", max_seconds=120).fit_transform(torch.as_tensor(table), labels)
+    starts = []
+    real_start = target.TargetSearch.start
+    monkeypatch.setattr(target.TargetSearch, "start", lambda self, *a: starts.append(1) or real_start(self, *a))
+    sequential = make_unlearner("sequential_d2d", max_seconds=120).fit_transform(torch.as_tensor(table), labels)
+    assert torch.equal(single.table, sequential.table)
+    assert sequential.details["reached"] == single.details["reached"] and sequential.notes.endswith(single.notes)
+    assert "per_attribute" not in sequential.details and len(starts) == 1
+
+
 @pytest.mark.parametrize("falling, passes", [(True, 160), (False, 40)])
 def test_the_pass_budget_grows_only_while_the_probe_keeps_falling(monkeypatch, falling, passes):
     """A leak that falls steadily gets more passes (up to 4× the budget); one that wanders within the probe's noise

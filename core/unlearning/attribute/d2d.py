@@ -401,6 +401,8 @@ class SequentialD2DR(D2DR):
             history.extend(part)
         if not notes:
             return table, history, {}
+        if len(names) == 1:  # one attribute: its own search already verified it, as D2D-R's would
+            return table, history, {"notes": notes[0], "details": details[names[0]]}
         # a later attribute's edit can undo an earlier one's: the result is judged on every attribute together
         search = TargetSearch(original, labels, context.model, context.device, self.target_gap, self.seed,
                               self.probe_users)
