@@ -605,6 +605,43 @@ def test_when_the_joint_search_misses_lego_aims_at_one_attribute_at_a_time(monke
     assert not missed.details["reached"] and set(searched) == {2}
 
 
+def test_a_second_round_aims_lower_at_what_kept_the_joint_audit_out(monkeypatch):
+    """When the joint audit keeps the one-at-a-time table out, the second round searches only the attributes beyond
+    the target (with their re-audit margins) again, each aimed lower by its excess: aimed at the same target, an
+    attribute that alone passes its own audit would pass again unchanged. The joint searches and the first joint
+    verification are forced to miss (a: 0.030 + margin 0.030, 0.01 over; b within); everything else is real."""
+    from core.unlearning.attribute import d2d, target
+
+    first, a = planted_population(1000, dim=8, strength=2.5, seed=0, signals=("mean",))
+    second, b = planted_population(1000, dim=8, strength=1.5, seed=1, signals=("mean",))
+    labels = {"a": a, "b": b}
+    real_search, real_verify, real_driven = d2d._search_once, target.TargetSearch.verify, d2d.target_driven
+    aims: list[tuple[str, float]] = []
+
+    def joint_misses(config, original_, groups, *rest):
+        return (None, 0, config.alpha) if len(groups) > 1 else real_search(config, original_, groups, *rest)
+
+    def first_joint_verification_fails(self, table, what):
+        if len(self.labels) > 1 and "round 1" in what:
+            self.last_audit = target.Leakage({("user", "a"): 0.03, ("user", "b"): -0.01}, "forced",
+                                             {("user", "a"): 0.03, ("user", "b"): 0.02})
+            return False
+        return real_verify(self, table, what)
+
+    def recorded(config, original_, groups, labels_, *rest, **kw):
+        if len(labels_) == 1:
+            aims.append((next(iter(labels_)), round(config.target_gap, 4)))
+        return real_driven(config, original_, groups, labels_, *rest, **kw)
+
+    monkeypatch.setattr(d2d, "_search_once", joint_misses)
+    monkeypatch.setattr(target.TargetSearch, "verify", first_joint_verification_fails)
+    monkeypatch.setattr(d2d, "target_driven", recorded)
+    result = make_unlearner("lego", tries=1, joint_rounds=0, combination_steps=0).fit_transform(
+        torch.as_tensor(first + second), labels)
+    assert aims == [("a", 0.05), ("b", 0.05), ("a", 0.04)]
+    assert "round 2: again a (aimed at 0.040)" in " ".join(result.details["log"])
+
+
 def test_sequential_d2d_on_one_attribute_is_d2d_r_with_no_second_audit(monkeypatch):
     """One attribute: sequential D2D-R is D2D-R (same table, same verdict); its search already verified the table,
     so no joint re-audit follows (on a million users that re-audit costs minutes)."""

@@ -63,7 +63,8 @@ class D2DR(AttributeUnlearner):
                       "target-driven mode the starting weight, adapted by the search", 1e-3, 100.0, True)
     steps: int = hp(100, "MMD passes over the users (in target-driven mode the refinement budget, extended up to "
                     "4× while the probe keeps falling)", 0, 3000)
-    max_seconds: float = hp(900.0, "time budget of a target-driven run, seconds", 10.0, 36000.0, True)
+    max_seconds: float = hp(900.0, "time budget of a target-driven run per attribute aimed at, seconds (three "
+                            "attributes: up to three times this)", 10.0, 36000.0, True)
     lr: float = hp(0.1, "Adam step as a fraction of the embeddings' per-coordinate spread", 1e-3, 0.5, True)
     regularizer: str = hp("parameter", "'parameter' (‖θ − θ*‖², works without a model) or 'function' (keep each "
                           "user's top-20 order; needs the model)", choices=("parameter", "function"))
@@ -138,7 +139,8 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     if (unchanged := search.unchanged_if_met(progress)) is not None:
         return unchanged
     history: list[float] = []
-    deadline = min(began + config.max_seconds, deadline if deadline is not None else float("inf"))
+    # per attribute: each may need its own search (one at a time, as sequential D2D-R gives each its own budget)
+    deadline = min(began + config.max_seconds * len(groups), deadline if deadline is not None else float("inf"))
     chosen, passes, alpha, tries = None, 0, config.alpha, 0
     sweep = one_at_a_time and len(groups) > 1
     slot, slots = 0, config.tries + int(sweep)  # progress: each try and the one-at-a-time stage a slot
@@ -193,6 +195,7 @@ def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes
     table = original
     order = ", ".join(names[i] for i in todo)
     search.log.append(f"the joint search missed: aiming at one attribute at a time ({order})")
+    targets = {i: config.target_gap for i in todo}
     for round_ in range(ONE_AT_A_TIME_ROUNDS):
         seed = _round_seed(config.seed, round_)
         for position, i in enumerate(todo):
@@ -200,9 +203,9 @@ def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes
                 break
             part = scaled(progress, (round_ + position / len(todo)) / ONE_AT_A_TIME_ROUNDS,
                           (round_ + (position + 1) / len(todo)) / ONE_AT_A_TIME_ROUNDS, f"{names[i]}: ")
-            # one try each: the budget is shared, and the joint verification, not each attribute's, decides; a
-            # later round draws afresh (the same draw would retrace the same path)
-            table, more, extra = target_driven(replace(config, tries=1, seed=seed), table, [groups[i]],
+            # each its own tries within the shared budget (the joint verification, not each attribute's, decides);
+            # a later round draws afresh (the same draw would retrace the same path)
+            table, more, extra = target_driven(replace(config, seed=seed, target_gap=targets[i]), table, [groups[i]],
                                                {names[i]: labels[names[i]]}, model, part, device, deadline=deadline)
             history.extend(more)
             search.log.extend(f"  {names[i]} alone: {line}" for line in extra["details"].get("log", []))
@@ -212,14 +215,18 @@ def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes
         if search.within(leakage) and search.verify(table, what):
             return table
         # the next round takes the attributes that keep the table out: beyond the target, or (audited) beyond it
-        # with the re-audit margin; each is then searched again from this table
+        # with the re-audit margin; each is searched again from this table, aimed lower by what kept it out (an
+        # attribute that alone passes its own audit would otherwise pass again unchanged: NeuMF, ML-100K)
         audit = search.last_audit if search.within(leakage) else leakage
-        todo = [i for i in range(len(names)) if any(abs(g) + audit.margins.get(k, 0.0) > config.target_gap
-                                                     for k, g in audit.gaps.items() if k[1] == names[i])]
+        excess = {i: max((abs(g) + audit.margins.get(k, 0.0) - config.target_gap
+                          for k, g in audit.gaps.items() if k[1] == names[i]), default=0.0) for i in range(len(names))}
+        todo = [i for i in range(len(names)) if excess[i] > 0]
+        targets = {i: round(max(config.target_gap / 2, config.target_gap - excess[i]), 3) for i in todo}
         if not todo or round_ + 1 == ONE_AT_A_TIME_ROUNDS or time.perf_counter() >= deadline:
             break
-        search.log.append(f"round {round_ + 2}: again {', '.join(names[i] for i in todo)}, from this table, from "
-                          f"another random draw (seed {_round_seed(config.seed, round_ + 1)})")
+        aims = ", ".join(f"{names[i]} (aimed at {targets[i]:.3f})" for i in todo)
+        search.log.append(f"round {round_ + 2}: again {aims}, from this table, from another random draw (seed "
+                          f"{_round_seed(config.seed, round_ + 1)})")
     return None
 
 
