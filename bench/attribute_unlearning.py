@@ -12,7 +12,7 @@ Writes the "attribute_unlearning" section of bench/RESULTS.md.
 Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
        [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--strengths weak strong]
        [--demo-users 1000 6000] [--demo-models bpr neumf lightgcn] [--demo-strength 1.5]
-       [--method NAME] [--section NAME]
+       [--method NAME] [--seed N] [--requests gender age occupation all] [--section NAME]
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from core.training import DEFAULT_LR, TrainConfig, train_model
 from core.unlearning.attribute import UNLEARNERS, make_unlearner
 
 ATTRIBUTES = ("gender", "age", "occupation")
+REQUESTS = {"gender": ("gender",), "age": ("age",), "occupation": ("occupation",), "all": ATTRIBUTES}
 AUDIT = CrossValidation()  # the audit's own protocol: 5-fold CV ×3, every labelled user (≤ 50,000 sampled)
 
 
@@ -56,17 +57,21 @@ def worst(table_, labels, model, device) -> tuple[float, str]:
     return found, where
 
 
-def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device, method: str | None = None) -> dict:
-    """One row: `method` (default: D2D-R for one attribute, LEGO-style for several) at its defaults."""
+def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device, method: str | None = None,
+            seed: int | None = None) -> dict:
+    """One row: `method` (default: D2D-R for one attribute, LEGO-style for several) at its defaults, its own seed
+    replaced by `seed` when given (other seeds are how a row's spread is measured, never how a default is picked)."""
     method = method or ("d2d_r" if len(labels) == 1 else "lego")
     before, before_where = worst(table_, labels, model, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    result = make_unlearner(method).fit_transform(table_, labels, model, split, device=device)
+    params = {} if seed is None else {"seed": seed}
+    result = make_unlearner(method, **params).fit_transform(table_, labels, model, split, device=device)
     seconds = time.perf_counter() - start
     after, after_where = worst(result.table, labels, model, device)
-    row = {"data": name, "method": result.label, "attributes": "+".join(labels), "before": before,
+    row = {"data": name + ("" if seed is None else f" (seed {seed})"), "method": result.label,
+           "attributes": "+".join(labels), "before": before,
            "after": after, "worst after (attribute/attacker/representation AUC)": after_where,
            "verdict": "no leak" if after <= 0.05 else "leaks", "target reached": result.details.get("reached"),
            "seconds": seconds, "peak RSS GB": peak_rss_gb()}
@@ -80,7 +85,8 @@ def run_row(name: str, table_: torch.Tensor, labels: dict, model, split, device,
     return row
 
 
-def movielens_rows(device, models=("bpr", "neumf", "lightgcn"), method=None) -> list[dict]:
+def movielens_rows(device, models=("bpr", "neumf", "lightgcn"), method=None, seed=None,
+                   requests=tuple(REQUESTS)) -> list[dict]:
     folder = default_ml100k_dir()
     if folder is None:
         print("MovieLens-100K not found: its rows are skipped")
@@ -91,9 +97,9 @@ def movielens_rows(device, models=("bpr", "neumf", "lightgcn"), method=None) -> 
     rows = []
     for kind in models:
         model = train_model(kind, split, TrainConfig(lr=DEFAULT_LR[kind]), device=device).model
-        for request in [(a,) for a in ATTRIBUTES] + [ATTRIBUTES]:
-            rows.append(run_row(f"ML-100K {kind}", model.user_table(), {a: labels[a] for a in request}, model, split,
-                                device, method))
+        for request in requests:
+            rows.append(run_row(f"ML-100K {kind}", model.user_table(), {a: labels[a] for a in REQUESTS[request]},
+                                model, split, device, method, seed))
     return rows
 
 
@@ -120,7 +126,7 @@ def demo_items(n_users: int) -> int:
     return max(1500, round(1500 * (n_users / 1000) ** 0.5))
 
 
-def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: float = 1.0) -> list[dict]:
+def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: float = 1.0, seed=None) -> list[dict]:
     """The built-in demo (1,000 users) and, for the sizes in `users`, the same generator at other sizes, its
     attribute effects times `strength`; BPR-MF as the app's first screen trains it (15 epochs), other models with
     the training defaults."""
@@ -135,8 +141,9 @@ def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: flo
             model = train_model(kind, split, config, device=device).model
             name = ("demo" if n == 1000 else f"demo {n:,} users") + (f" ×{strength:g}" if strength != 1 else "")
             name += f" {kind}"
-            rows += [run_row(name, model.user_table(), {"gender": labels["gender"]}, model, split, device, method),
-                     run_row(name, model.user_table(), labels, model, split, device, method)]
+            rows += [run_row(name, model.user_table(), {"gender": labels["gender"]}, model, split, device, method,
+                             seed),
+                     run_row(name, model.user_table(), labels, model, split, device, method, seed)]
     return rows
 
 
@@ -170,6 +177,9 @@ def main() -> None:
                         help="planted strengths of the synthetic rows: weak, strong or a number")
     parser.add_argument("--method", default=None, choices=list(UNLEARNERS),
                         help="run this registered method on every row instead of the defaults")
+    parser.add_argument("--seed", type=int, default=None, help="the method's seed (default: its own default)")
+    parser.add_argument("--requests", nargs="*", default=list(REQUESTS), choices=list(REQUESTS),
+                        help="the ML-100K rows' attribute requests ('all' = the three at once)")
     parser.add_argument("--section", default="attribute_unlearning",
                         help="the RESULTS.md section to write (to run parts in parallel without overwriting)")
     args = parser.parse_args()
@@ -203,10 +213,10 @@ def main() -> None:
         record(subsample_rows(device, args.method))
     if "demo" in args.only:
         for n in args.demo_users:
-            record(demo_rows(device, args.method, (n,), tuple(args.demo_models), args.demo_strength))
+            record(demo_rows(device, args.method, (n,), tuple(args.demo_models), args.demo_strength, args.seed))
     if "ml100k" in args.only:
         for kind in args.models:
-            record(movielens_rows(device, (kind,), args.method))
+            record(movielens_rows(device, (kind,), args.method, args.seed, tuple(args.requests)))
     record([], done=True)
     print(table(pd.DataFrame(rows), ".3f"))
 
