@@ -112,6 +112,11 @@ def test_runs_are_kept(unlearned):
 
 
 def test_tradeoff_sweep_and_umap(unlearned):
+    # the sweep offers the selected methods that have a trade-off weight; chosen here, not left by an earlier test,
+    # so the test holds in any order (pytest-xdist ran it apart from test_runs_are_kept and it failed)
+    unlearned.number_input(key="unlearn_target").set_value(0.0)
+    unlearned.multiselect(key="unlearn_methods").set_value(["u2u_r_closed"])
+    unlearned.run()
     assert unlearned.selectbox(key="unlearn_sweep_method").value == "u2u_r_closed"
     unlearned.button(key="unlearn_sweep").click()
     unlearned.run()
