@@ -444,14 +444,39 @@ def test_a_candidate_only_the_margin_keeps_out_is_audited_again_for_longer(monke
 
         monkeypatch.setattr(target, "measure_leakage", measured)
         assert search.verify(search.original, "candidate") is verified
-        # a candidate let in is confirmed by a fresh audit (here reading the same)
+        # a candidate let in is confirmed by a fresh audit as long as the one that let it in (here reading the same)
         expected = [target.VERIFY, target.VERIFY_LONG] if extended else [target.VERIFY]
-        assert [c[1] for c in calls] == expected + ([target.VERIFY] if verified else [])
+        assert [c[1] for c in calls] == expected + ([expected[-1]] if verified else [])
+        assert len({c[0] for c in calls}) == len(calls)  # every audit on partitions of its own
         if extended:
-            assert calls[0][0] != calls[1][0] and "audited again with 5-fold CV ×12" in " ".join(search.log)
+            assert "audited again with 5-fold CV ×12" in " ".join(search.log)
     # the margin of a 12-repeat audit keeps the re-audit's own 3-repeat noise: sqrt(1/12 + 1/3) of σ, not sqrt(2/12)
     assert target.margin_scale(12) == pytest.approx(np.sqrt(1 / 12 + 1 / 3))
     assert target.margin_scale(3) == pytest.approx(np.sqrt(2 / 3))
+
+
+def test_a_confirmation_near_the_edge_is_run_as_long_as_an_admission_would_be(monkeypatch):
+    """The confirmation follows the admission's rule: a 3-repeat confirmation that only its margin keeps out, and
+    that a 12-repeat margin would let in, is audited again with 12 repeats on partitions of its own."""
+    from core.unlearning.attribute import target
+
+    table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))
+    key = ("user", "planted")
+    for last, verified in ((0.036, True), (0.045, False)):
+        search = target.TargetSearch(torch.as_tensor(table), {"planted": labels}, None, torch.device("cpu"), 0.05, 0)
+        readings = iter([(0.02, 0.01), (0.035, 0.018), (last, 0.012)])
+        calls = []
+
+        def measured(candidate, labels_, model, device, seed, protocol, *rest):
+            calls.append((seed, protocol))
+            gap, margin = next(readings)
+            return target.Leakage({key: gap}, protocol.label, {key: margin})
+
+        monkeypatch.setattr(target, "measure_leakage", measured)
+        assert search.verify(search.original, "candidate") is verified
+        assert [c[1] for c in calls] == [target.VERIFY, target.VERIFY, target.VERIFY_LONG]
+        assert len({c[0] for c in calls}) == 3
+        assert search.last_audit.worst == pytest.approx(last)
 
 
 def test_a_candidate_let_in_must_be_let_in_again_by_a_fresh_audit(monkeypatch):
