@@ -455,6 +455,21 @@ def test_a_candidate_only_the_margin_keeps_out_is_audited_again_for_longer(monke
     assert target.margin_scale(3) == pytest.approx(np.sqrt(2 / 3))
 
 
+def test_a_try_ends_when_the_refinement_cannot_move_the_original(monkeypatch):
+    """Started from θ* with an MMD that has nothing to push (flat), a chunk leaves the table as it was: the try ends
+    there instead of auditing the same table again with the same folds for the rest of its budget."""
+    from core.unlearning.attribute import d2d
+
+    table, labels = planted_population(300, dim=8, strength=2.0, seed=0, signals=("mean",))
+    monkeypatch.setattr(d2d, "represented_mmd", lambda rows, *args, **kwargs: rows.sum() * 0.0)
+    result = make_unlearner("d2d_r", closed_form="off", tries=2, steps=100, seed=0).fit_transform(
+        torch.as_tensor(table), {"planted": labels}, device=torch.device("cpu"))
+    assert result.details["reached"] is False
+    assert result.details["refinement_passes"] == 2 * d2d.REFINE_CHUNK  # one chunk per try, not 100 passes
+    assert sum("the table did not move" in line for line in result.details["log"]) == 2
+    assert torch.equal(result.table, torch.as_tensor(table))  # nothing leaked less than θ*: θ* is returned
+
+
 def test_a_confirmation_near_the_edge_is_run_as_long_as_an_admission_would_be(monkeypatch):
     """The confirmation follows the admission's rule: a 3-repeat confirmation that only its margin keeps out, and
     that a 12-repeat margin would let in, is audited again with 12 repeats on partitions of its own."""
