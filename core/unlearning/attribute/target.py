@@ -169,8 +169,8 @@ class TargetSearch:
             # it in is the luckiest of several; a fresh audit on other folds, picked by nothing, must agree, and its
             # numbers are the ones reported (the demo: a verification read 0.028 where audits on other folds read
             # 0.041-0.059). It is as long as the audit it confirms: a 3-repeat confirmation of a 12-repeat admission
-            # charged the re-audit's noise twice over (ML-100K NeuMF, LEGO-style's gender alone: let in at 0.017 + 0.015 by 12 repeats,
-            # refused at 0.027 + 0.028 by 3)
+            # charged the re-audit's noise twice over (ML-100K NeuMF, LEGO-style's gender alone: let in at
+            # 0.017 + 0.015 by 12 repeats, refused at 0.027 + 0.028 by 3)
             self.confirmations += 1
             stage = f"confirm {self.confirmations}"
             leakage, _ = self._audit(table, what, stage, f"{stage} long", start_long=long)
