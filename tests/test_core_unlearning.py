@@ -425,15 +425,17 @@ def test_verification_refuses_a_gap_within_the_target_whose_re_audit_margin_is_n
 
 
 def test_a_candidate_only_the_margin_keeps_out_is_audited_again_for_longer(monkeypatch):
-    """Within the target but not its 3-repeat margin, and within what a 12-repeat audit's margin would allow: audited
-    again with 12 repeats on other partitions, and judged on that audit; far from the edge, no second audit."""
+    """Gaps within the target but not with their 3-repeat margin: audited again with 12 repeats on other partitions
+    and judged on that audit alone, even where the 3-repeat spread, shrunk to 12 repeats, would still keep it out
+    (0.045 + 0.79·0.010); gaps beyond the target: no second audit."""
     from core.unlearning.attribute import target
 
     table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))
     key = ("user", "planted")
     for first, second, extended, verified in (((0.035, 0.018), (0.036, 0.012), True, True),
                                               ((0.035, 0.018), (0.045, 0.012), True, False),
-                                              ((0.045, 0.010), None, False, False)):
+                                              ((0.045, 0.010), (0.040, 0.006), True, True),
+                                              ((0.055, 0.010), None, False, False)):
         search = target.TargetSearch(torch.as_tensor(table), {"planted": labels}, None, torch.device("cpu"), 0.05, 0)
         calls = []
 
@@ -471,8 +473,8 @@ def test_a_try_ends_when_the_refinement_cannot_move_the_original(monkeypatch):
 
 
 def test_a_confirmation_near_the_edge_is_run_as_long_as_an_admission_would_be(monkeypatch):
-    """The confirmation follows the admission's rule: a 3-repeat confirmation that only its margin keeps out, and
-    that a 12-repeat margin would let in, is audited again with 12 repeats on partitions of its own."""
+    """The confirmation follows the admission's rule: a 3-repeat confirmation whose gaps are within the target but
+    not with their margin is audited again with 12 repeats on partitions of its own."""
     from core.unlearning.attribute import target
 
     table, labels = planted_population(300, dim=8, strength=0.0, seed=0, signals=("mean",))

@@ -29,7 +29,7 @@ from ...progress import Progress, report
 PROBE_USERS = 20_000  # users a probe attacks at most (stratified); its AUC's standard error is then ~0.005
 PROBE = CrossValidation(n_splits=5, n_repeats=1)
 VERIFY = CrossValidation(n_splits=5, n_repeats=3)
-VERIFY_LONG = CrossValidation(n_splits=5, n_repeats=12)  # for a candidate that only the margin keeps out
+VERIFY_LONG = CrossValidation(n_splits=5, n_repeats=12)  # for a candidate whose gaps alone are within the target
 REAUDIT_REPEATS = CrossValidation().n_repeats  # the repeats of the audit a re-auditor runs: the product's default
 REAUDIT_CONFIDENCE = 0.95  # one-sided: how sure a verified "within the target" must be to survive a re-audit
 
@@ -188,19 +188,21 @@ class TargetSearch:
 
     def _audit(self, table: torch.Tensor, what: str, stage: str, long_stage: str,
                start_long: bool = False) -> tuple[Leakage, bool]:
-        """One full audit (`VERIFY`) of `table`, and whether it was the long one. A candidate within the target that
-        only its 3-repeat margin keeps out, and that a 12-repeat audit's smaller margin would let in, is audited
-        again with 12 repeats (`VERIFY_LONG`) on other folds: its gaps are then measured more exactly and the margin
-        keeps only the re-audit's own noise. `start_long`: go straight to the long audit (a confirmation of one)."""
+        """One full audit (`VERIFY`) of `table`, and whether it was the long one. A candidate whose gaps are within
+        the target but not with their 3-repeat margin is audited again with 12 repeats (`VERIFY_LONG`) on other
+        folds and judged on that audit alone: its gaps are then measured more exactly and its margin, from its own
+        repeats, keeps only the re-audit's noise. The 3-repeat audit only screens: the 12-repeat one draws other
+        partitions, so whatever luck let a candidate through the screen is not in the numbers that judge it.
+        `start_long`: go straight to the long audit (a confirmation of one)."""
         if not start_long:
             leakage = measure_leakage(table, self.labels, self.model, self.device, stage_seed(self.seed, stage),
                                       VERIFY, MAX_AUDIT_USERS)
             self.log.append(f"{what}: full audit worst |AUC − 0.5| {leakage.worst:.3f}, with the re-audit margin "
                             f"{leakage.bound:.3f} ({leakage.describe()})")
-            shrink = margin_scale(VERIFY_LONG.n_repeats) / margin_scale(VERIFY.n_repeats)
-            longer_bound = max((abs(g) + shrink * leakage.margins.get(k, 0.0) for k, g in leakage.gaps.items()),
-                               default=0.0)
-            if not leakage.bound > self.target_gap >= longer_bound:
+            # not only when the 3-repeat spread, shrunk, would let it in: three repeats often under- or over-read
+            # that spread (ML-100K BPR-MF, three attributes: 0.026 with a 0.044 margin, never audited longer),
+            # and on 36 planted near-edge tables this rule claimed 15 where that one claimed 5, none leaking
+            if not leakage.bound > self.target_gap >= leakage.worst:
                 return leakage, False
         # other partitions than the three that brought it here, so that their luck is not counted twice
         leakage = measure_leakage(table, self.labels, self.model, self.device, stage_seed(self.seed, long_stage),
