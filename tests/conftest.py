@@ -24,6 +24,25 @@ os.environ.setdefault("PRIVACY_AUDIT_JOBS", "inline")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+
+def _reuse_large_buffers() -> None:
+    """The tests' process only (glibc): serve buffers up to 1 GB from the heap and keep freed ones for reuse, rather
+    than map and zero fresh pages for each tensor above glibc's 32 MB ceiling. The MLP attacker on 50,000 users
+    allocates ~80 MB activations at each of its 150 steps: 73 s with a third in the kernel, 50 s with this. Not
+    set in the product: on the million-user benchmark row it raised the peak RSS from 3.0 to 3.9-4.5 GB."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: the allocator's defaults
+        pass
+
+
+if sys.platform.startswith("linux"):
+    _reuse_large_buffers()
+
 # Every device present: the CPU always, CUDA when there is one. Core tests that take the `device` fixture run once
 # per device, so the GPU path is tested wherever a GPU exists; the UI tests run once.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
