@@ -577,6 +577,62 @@ def test_the_refinement_starts_from_the_original_when_every_closed_form_leaks_mo
     assert torch.equal(returned, original) and not extra["details"]["reached"]  # never worse than it found it
 
 
+def test_a_closed_form_let_in_at_a_ranking_cost_is_refined_and_the_cheaper_table_returned():
+    """A closed form moves every user of a group alike; when it is let in but keeps less than 99% of the ranking,
+    the refinement runs from it and the table let in that keeps more is returned (real audits; the ranking here is
+    one minus the mean relative move, as no model is involved)."""
+    from core.unlearning.attribute import d2d
+
+    table, labels = planted_population(2000, dim=8, strength=2.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    scale = original.norm(dim=1).mean()
+    ranking = lambda candidate: 1 - float((candidate - original).norm(dim=1).mean() / scale)  # noqa: E731
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r")
+    closed = config._closed_form(original, groups)
+    assert ranking(closed) < d2d.REFINE_BELOW  # the premise: the closed form costs
+    returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
+                                           torch.device("cpu"), ranking=ranking)
+    log = " ".join(extra["details"]["log"])
+    assert extra["details"]["reached"] and "closed form (mean): let in, but keeps" in log
+    assert "it is returned" in log and ranking(returned) > ranking(closed) + 0.01
+    assert worst_gap(returned, {"planted": labels}) <= 0.05
+
+
+def test_of_a_closed_form_and_its_refinement_both_let_in_the_one_that_ranks_better_is_returned(monkeypatch):
+    """The choice is by ranking alone: a refinement let in that keeps less returns the closed form, with the
+    closed form's own audit as the reported one; a closed form that keeps 99% or more is returned unrefined."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    audits = iter(range(1000))
+
+    def measured(candidate, *a, **k):  # every candidate within the target; each audit a gap of its own
+        gap = 0.5 if torch.equal(candidate, original) else 0.001 * (1 + next(audits) % 40)
+        return target.Leakage({("user", "planted"): gap}, "cv")
+
+    refined = []
+    monkeypatch.setattr(target, "measure_leakage", measured)
+    monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, **k: (
+        refined.append(start + 0.01) or refined[-1], [0.0] * steps))
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", closed_form="mean", tries=1)
+    closed = config._closed_form(original, groups)
+    kept = lambda candidate: 0.95 if torch.equal(candidate, closed) else 0.90  # noqa: E731
+    returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
+                                           torch.device("cpu"), ranking=kept)
+    log = extra["details"]["log"]
+    assert len(refined) == 1 and torch.equal(refined[0], closed + 0.01)  # refined once, from the closed form
+    assert torch.equal(returned, closed) and "closed form (mean) is returned" in log[-1]
+    confirmed = [line for line in log if line.startswith("closed form (mean): confirmed")][0]
+    assert f"worst |AUC − 0.5| {extra['details']['after']['planted [user]']:.3f}" in confirmed
+    refined.clear()
+    returned, _, extra = d2d.target_driven(config, original, groups, {"planted": labels}, None, None,
+                                           torch.device("cpu"), ranking=lambda candidate: 0.995)
+    assert not refined and torch.equal(returned, closed) and extra["details"]["reached"]
+
+
 def test_a_search_that_misses_starts_again_from_another_draw_until_one_reaches(monkeypatch):
     """The search's path depends on its random draw (closed-form targets, probe folds); one that misses is tried
     again from other draws, each probing and verifying on other folds, and the first verified table is returned."""
@@ -780,7 +836,9 @@ def test_lego_style_reuses_its_calibrations_and_the_key_depends_on_every_setting
 def test_post_training_methods_reduce_leakage_on_the_demo(name, demo_bpr, demo_labels):
     labels = {"gender": demo_labels["gender"]} if name in ("d2d_r", "u2u_r") else demo_labels
     table = demo_bpr.model.user_table()
-    result = make_unlearner(name).fit_transform(table, labels, demo_bpr.model)
+    # the baselines on three attributes: one try, not three (their default search is the benchmark's to time)
+    params = {"tries": 1} if name in ("joint_d2d", "sequential_d2d") else {}
+    result = make_unlearner(name, **params).fit_transform(table, labels, demo_bpr.model)
     assert result.table.shape == table.shape and torch.isfinite(result.table).all()
     assert result.seconds > 0 and result.attributes == tuple(labels)
     before = run_audit(table, labels, attackers=("logreg",), n_permutations=0)
@@ -828,10 +886,10 @@ def test_lightgcn_unlearning_also_cleans_the_propagated_embeddings(demo_lightgcn
     """Editing layer 0 alone leaves the attribute in the propagated embeddings (items carry it back in); the
     default matches the groups there too, and the target search probes both representations. (On this 4-epoch
     model the default does not reach the target; its best iterate leaves 0.07 there against 0.09 for layer 0 alone
-    and 0.31 before.)"""
+    and 0.31 before. One try, not three: the others miss too, and the assertions are on the best iterate.)"""
     model, labels = demo_lightgcn, {"gender": demo_labels["gender"]}
     table = model.user_table()
-    result = make_unlearner("d2d_r").fit_transform(table, labels, model)
+    result = make_unlearner("d2d_r", tries=1).fit_transform(table, labels, model)  # one try: it misses anyway
     reps = {key.rsplit(" [", 1)[1].rstrip("]") for key in result.details["after"]}
     assert reps == {"layer0", "propagated"}
     table_only = make_unlearner("d2d_r", representations="table", target_gap=0, closed_form="off"

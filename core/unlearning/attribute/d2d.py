@@ -2,8 +2,9 @@
 
 Target-driven by default (SPEC section 5, "Aim at a target"): a closed-form first stage moves every group onto the
 mean of a random group of the same size, then (closed_form='auto') onto its mean and covariance if the means were
-not enough (`moments.py`); if the probe and the full audit find the target met, that is the result; if not, a
-mini-batched MMD refinement (every user visited each pass) runs in chunks from the least leaking of those starts
+not enough (`moments.py`); if the probe and the full audit find the target met, that is the result (unless it
+costs 1% or more of the validation NDCG@20: it is then refined from once, and the cheaper table let in returned);
+if not, a mini-batched MMD refinement (every user visited each pass) runs in chunks from the least leaking of those starts
 and the original table (a closed form can leak more than the original, on a leak carried by cluster membership),
 its regulariser weight adapted to the signed gap (divided by 1.5 while leaking, multiplied when mirrored), until
 the full audit verifies the target or the budget runs out (the pass budget grows, up to 4×, while the probe keeps
@@ -31,13 +32,17 @@ from .base import (
 )
 from .mmd import represented_mmd, uses_derived
 from .moments import moment_match
-from .target import PROBE_USERS, TargetSearch, labelled_rows
+from .target import PROBE_USERS, Ranking, TargetSearch, labelled_rows, validation_ranking
 
 REFINE_CHUNK = 20  # MMD passes between probes in target-driven mode
 EXTEND_UP_TO = 4  # the pass budget may grow to this many times `steps` while the probe keeps falling
 FALLING_WINDOW = 5  # ... judged on the trend of this many probes (100 passes)
 FALLING_NOISE = 2.0  # ... which must drop across them by this many standard errors of a chance AUC (probe size)
 ALPHA_STEP = 1.5  # factor on the regulariser weight after a probe: down while leaking, up when mirrored
+# a start let in that keeps less of the validation NDCG@20 than this is refined from, once (a refinement costs
+# minutes on MovieLens-100K; under 1% is left as it is). ML-100K BPR-MF gender's mean closed form keeps 99.6% of
+# the test NDCG@20, so it is not refined; the demo's covariance closed form keeps 91.6-92.9%
+REFINE_BELOW = 0.99
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,8 @@ class D2DR(AttributeUnlearner):
     def _run(self, original, labels, context):
         groups = group_codes(labels, len(original), context.device)
         if self.target_gap > 0:
-            return target_driven(self, original, groups, labels, context.model, context.progress, context.device)
+            return target_driven(self, original, groups, labels, context.model, context.progress, context.device,
+                                 ranking=validation_ranking(context.model, context.split, context.device))
         start = self._closed_form(original, groups) if self.closed_form != "off" else original.clone()
         table, history = d2d_optimise(original, start, groups, self, context.model, context.progress)
         return table, history, {}
@@ -126,7 +132,7 @@ def probe_noise(groups: list[GroupCodes], probe_users: int) -> float:
 def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes],
                   labels: Mapping[str, AttributeLabels], model: Recommender | None, progress: Progress | None,
                   device: torch.device, start: torch.Tensor | None = None, start_label: str = "closed form",
-                  one_at_a_time: bool = False, deadline: float | None = None,
+                  one_at_a_time: bool = False, deadline: float | None = None, ranking: Ranking | None = None,
                   ) -> tuple[torch.Tensor, list[float], dict]:
     """The target-driven search shared by D2D-R, joint D2D-R and LEGO-style (which passes its own `start`). A
     search that ends without reaching the target starts again, up to `config.tries` times in all, from another
@@ -134,9 +140,12 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     on ML-100K LightGCN gender one draw ended at 0.073, two others at 0.035 and 0.034. Every try keeps the
     audited candidates of the ones before, and the time budget (or the caller's `deadline`) is shared.
     `one_at_a_time` (several attributes): when the first joint try misses, aim at the attributes one at a time
-    (`_one_at_a_time`) before any other joint try."""
+    (`_one_at_a_time`) before any other joint try. `ranking` (`validation_ranking`): a start let in at a ranking
+    cost is refined from once, and the table that keeps more of the validation NDCG@20 is returned
+    (`_search_once`)."""
     began = time.perf_counter()
-    search = TargetSearch(original, labels, model, device, config.target_gap, config.seed, config.probe_users)
+    search = TargetSearch(original, labels, model, device, config.target_gap, config.seed, config.probe_users,
+                          ranking)
     if (unchanged := search.unchanged_if_met(progress)) is not None:
         return unchanged
     history: list[float] = []
@@ -159,7 +168,7 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
             sweep = False
             chosen = _one_at_a_time(config, original, groups, labels, model, search,
                                     scaled(progress, slot / slots, (slot + 1) / slots, "one at a time: "), device,
-                                    deadline, history)
+                                    deadline, history, ranking)
             slot += 1
     report(progress, 1.0, "done")
     table, details, note = search.outcome(chosen)
@@ -203,7 +212,7 @@ def _round_seed(seed: int, round_: int) -> int:
 def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes],
                    labels: Mapping[str, AttributeLabels], model: Recommender | None, search: TargetSearch,
                    progress: Progress | None, device: torch.device, deadline: float,
-                   history: list[float]) -> torch.Tensor | None:
+                   history: list[float], ranking: Ranking | None = None) -> torch.Tensor | None:
     """Aim at each attribute alone, the most leaking first, each from the table the one before left (its own
     closed forms, refinement and verification, as sequential D2D-R does), then verify the table on all of them
     together; a second round takes the attributes that keep that audit from letting it in, each aimed lower by
@@ -230,7 +239,8 @@ def _one_at_a_time(config: D2DR, original: torch.Tensor, groups: list[GroupCodes
             # each its own tries within the shared budget (the joint verification, not each attribute's, decides);
             # a later round draws afresh (the same draw would retrace the same path)
             table, more, extra = target_driven(replace(config, seed=seed, target_gap=targets[i]), table, [groups[i]],
-                                               {names[i]: labels[names[i]]}, model, part, device, deadline=deadline)
+                                               {names[i]: labels[names[i]]}, model, part, device, deadline=deadline,
+                                               ranking=ranking)
             history.extend(more)
             search.log.extend(f"  {names[i]} alone: {line}" for line in extra["details"].get("log", []))
             search.log.append(f"{names[i]} alone: {extra['notes']}")
@@ -268,18 +278,29 @@ def _search_once(config: D2DR, original: torch.Tensor, groups: list[GroupCodes],
     # the refinement starts from the least leaking of the closed forms and the original itself: where a leak sits in
     # which mode (taste cluster) a user is in, moving a group's mean or covariance shifts its modes off the other
     # group's, and the start leaks more than the original did (10,000 synthetic users: 0.235 -> 0.297)
-    chosen, best_start = None, (search.before.worst, original, "the original table")
+    chosen, best_start, admitted = None, (search.before.worst, original, "the original table"), None
     for label, candidate, *kind in candidates:
         if candidate is None:
             report(progress, 0.05, label)
             candidate = replace(config, closed_form=kind[0])._closed_form(original, groups)
         leakage = search.probe(candidate, label)
         if search.within(leakage) and search.verify(candidate, label):
-            return candidate, 0, config.alpha
+            kept = search.ranking(candidate) if search.ranking is not None else None
+            if kept is None or kept >= REFINE_BELOW:
+                return candidate, 0, config.alpha
+            # a closed form moves every user of a group alike, whatever it costs each one's ranking; the
+            # refinement pulls users back towards θ* wherever the groups stay alike without them (the demo, gender,
+            # seed 1: the covariance closed form let in at 91.6% of the test NDCG@20, a refinement from it 95.7%)
+            admitted = (candidate, search.verified, kept, label)
+            best_start = (leakage.worst, candidate, label)
+            search.log.append(f"{label}: let in, but keeps {kept:.1%} of the validation NDCG@20: refined from, "
+                              f"once, for a table let in that keeps more")
+            break
         if leakage.worst < best_start[0]:
             best_start = (leakage.worst, candidate, label)
     table = best_start[1]
-    search.log.append(f"the refinement starts from {best_start[2]}, the least leaking start")
+    if admitted is None:
+        search.log.append(f"the refinement starts from {best_start[2]}, the least leaking start")
     alpha, passes, budget, probed = config.alpha, 0, config.steps, [best_start[0]]
     noise = probe_noise(groups, config.probe_users)
     while chosen is None and passes < budget and time.perf_counter() < deadline:
@@ -313,7 +334,28 @@ def _search_once(config: D2DR, original: torch.Tensor, groups: list[GroupCodes],
             search.log.append(f"the probe is still falling (its last {len(probed[-FALLING_WINDOW:])} readings trend "
                               f"down by more than {FALLING_NOISE:g} × its noise {noise:.3f}): the budget is "
                               f"extended to {budget} passes")
+    if admitted is not None:
+        return _the_cheaper(search, admitted, chosen), passes, alpha
     return chosen, passes, alpha
+
+
+def _the_cheaper(search: TargetSearch, admitted: tuple, refined: torch.Tensor | None) -> torch.Tensor:
+    """Of a start let in and the table its refinement let in (None: none), the one that keeps more of the
+    validation NDCG@20; both passed the same verification and confirmation, so the choice is by ranking alone and
+    selects for no audit's luck. The search's verified audit is that of the table returned."""
+    start, leakage, kept, label = admitted
+    if refined is not None:
+        refined_kept = search.ranking(refined)
+        if refined_kept > kept:
+            search.log.append(f"the refinement's table, also let in, keeps {refined_kept:.1%} of the validation "
+                              f"NDCG@20 against {kept:.1%} for {label}: it is returned")
+            return refined
+        search.log.append(f"the refinement's table, also let in, keeps {refined_kept:.1%} of the validation NDCG@20, "
+                          f"no more than {label} ({kept:.1%}): {label} is returned")
+    else:
+        search.log.append(f"the refinement let in no table: {label} is returned")
+    search.verified = leakage
+    return start
 
 
 class _RowAdam:
@@ -424,12 +466,14 @@ class SequentialD2DR(D2DR):
     def _run(self, original, labels, context):
         table, history, notes, details = original.clone(), [], [], {}
         names = list(labels)
+        ranking = validation_ranking(context.model, context.split, context.device) if self.target_gap > 0 else None
         for i, name in enumerate(names):
             one = {name: labels[name]}
             groups = group_codes(one, len(original), context.device)
             progress = scaled(context.progress, i / len(names), (i + 1) / len(names), f"{name}: ")
             if self.target_gap > 0:
-                table, part, extra = target_driven(self, table, groups, one, context.model, progress, context.device)
+                table, part, extra = target_driven(self, table, groups, one, context.model, progress, context.device,
+                                                   ranking=ranking)
                 notes.append(f"{name}: {extra['notes']}")
                 details[name] = extra["details"]
             else:

@@ -19,6 +19,7 @@ from .base import group_codes, labels_digest, regulariser, table_digest, total_v
 from .d2d import D2DR, d2d_optimise, target_driven
 from .mmd import represented_mmd, uses_derived
 from .moments import moment_match
+from .target import validation_ranking
 
 
 class CalibrationCache:
@@ -155,7 +156,8 @@ class LegoStyle(D2DR):
         if self.target_gap > 0:
             table, more, extra = target_driven(self, original, groups, labels, model, scaled(progress, 0.4, 1.0),
                                                device, start=combined, start_label="LEGO combination",
-                                               one_at_a_time=self.one_at_a_time)
+                                               one_at_a_time=self.one_at_a_time,
+                                               ranking=validation_ranking(model, context.split, device))
             details.update(extra["details"])
             return table, history + more, {"notes": f"{notes}. {extra['notes']}", "details": details}
         if self.steps:

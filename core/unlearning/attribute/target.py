@@ -13,7 +13,7 @@ same length on other folds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from scipy import stats
 from ...audit import DEFAULT_ATTACKERS, MAX_AUDIT_USERS, CrossValidation, run_audit
 from ...audit.attackers import ATTACKERS
 from ...audit.verdict import AttackScore
-from ...data import AttributeLabels
+from ...data import AttributeLabels, Split
+from ...metrics import evaluate_full
 from ...models import Recommender, served_representations
 from ...progress import Progress, report
 
@@ -32,6 +33,25 @@ VERIFY = CrossValidation(n_splits=5, n_repeats=3)
 VERIFY_LONG = CrossValidation(n_splits=5, n_repeats=12)  # for a candidate whose gaps alone are within the target
 REAUDIT_REPEATS = CrossValidation().n_repeats  # the repeats of the audit a re-auditor runs: the product's default
 REAUDIT_CONFIDENCE = 0.95  # one-sided: how sure a verified "within the target" must be to survive a re-audit
+
+
+Ranking = Callable[[torch.Tensor], float]  # a candidate table -> the share of the original's ranking quality it keeps
+
+
+def validation_ranking(model: Recommender | None, split: Split | None, device: torch.device) -> Ranking | None:
+    """The share of the original table's validation NDCG@20 a candidate table keeps (training items masked), so
+    that a search can weigh two tables let in by their ranking cost; the test part is never looked at. None without
+    a model and its split (an uploaded table): the search then keeps the first table let in."""
+    if model is None or split is None or len(split.valid) == 0:
+        return None
+
+    def ndcg(table: torch.Tensor) -> float:
+        with torch.no_grad():
+            scorer = model.scorer(table.to(model.device))
+            return evaluate_full(scorer, split, "valid", ks=(20,), device=model.device)["NDCG@20"]
+
+    original = ndcg(model.user_table())
+    return (lambda table: ndcg(table) / original) if original > 0 else None
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -124,6 +144,7 @@ class TargetSearch:
     target_gap: float
     seed: int
     probe_users: int = PROBE_USERS
+    ranking: Ranking | None = None  # validation NDCG@20 kept by a candidate (`validation_ranking`), when known
     log: list[str] = field(default_factory=list)
     best: tuple[float, torch.Tensor, Leakage] | None = None
     before: Leakage | None = None
