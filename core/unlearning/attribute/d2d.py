@@ -469,14 +469,14 @@ class SequentialD2DR(D2DR):
     def _run(self, original, labels, context):
         table, history, notes, details = original.clone(), [], [], {}
         names = list(labels)
-        ranking = validation_ranking(context.model, context.split, context.device) if self.target_gap > 0 else None
         for i, name in enumerate(names):
             one = {name: labels[name]}
             groups = group_codes(one, len(original), context.device)
             progress = scaled(context.progress, i / len(names), (i + 1) / len(names), f"{name}: ")
             if self.target_gap > 0:
-                table, part, extra = target_driven(self, table, groups, one, context.model, progress, context.device,
-                                                   ranking=ranking)
+                # no ranking choice: as in LEGO-style's one-at-a-time stage, each attribute's table is a step that
+                # the audit of all attributes together then judges
+                table, part, extra = target_driven(self, table, groups, one, context.model, progress, context.device)
                 notes.append(f"{name}: {extra['notes']}")
                 details[name] = extra["details"]
             else:
