@@ -922,3 +922,19 @@ def test_a_miss_says_how_much_a_derived_view_carries_through_the_items_alone(dem
     assert any("with every user row set to zero" in line for line in result.details["log"])
     plain = make_unlearner("d2d_r", **forced_miss).fit_transform(demo_bpr.model.user_table(), labels, demo_bpr.model)
     assert not plain.details["reached"] and "with_user_rows_zeroed" not in plain.details
+
+
+def test_validation_ranking_is_the_share_of_the_models_validation_ndcg_a_table_keeps(demo_bpr, demo_split):
+    """1 for the model's own table, less for a disturbed one, from the validation part alone; None without a split."""
+    from core.unlearning.attribute.target import validation_ranking
+
+    model = demo_bpr.model
+    kept = validation_ranking(model, demo_split, torch.device("cpu"))
+    table = model.user_table()
+    assert kept(table) == pytest.approx(1.0)
+    noisy = table + 0.5 * table.std() * torch.randn(table.shape, generator=torch.Generator().manual_seed(0))
+    expected = (evaluate_full(model.scorer(noisy), demo_split, "valid", ks=(20,))["NDCG@20"]
+                / evaluate_full(model.scorer(), demo_split, "valid", ks=(20,))["NDCG@20"])
+    assert kept(noisy) == pytest.approx(expected) and kept(noisy) < 0.95
+    assert validation_ranking(model, None, torch.device("cpu")) is None
+    assert validation_ranking(None, demo_split, torch.device("cpu")) is None

@@ -4,8 +4,8 @@ Target-driven by default (SPEC section 5, "Aim at a target"): a closed-form firs
 mean of a random group of the same size, then (closed_form='auto') onto its mean and covariance if the means were
 not enough (`moments.py`); if the probe and the full audit find the target met, that is the result (unless it
 costs 1% or more of the validation NDCG@20: it is then refined from once, and the cheaper table let in returned);
-if not, a mini-batched MMD refinement (every user visited each pass) runs in chunks from the least leaking of those starts
-and the original table (a closed form can leak more than the original, on a leak carried by cluster membership),
+if not, a mini-batched MMD refinement (every user visited each pass) runs in chunks from the least leaking of those
+starts and the original table (a closed form can leak more than the original, on a leak carried by cluster membership),
 its regulariser weight adapted to the signed gap (divided by 1.5 while leaking, multiplied when mirrored), until
 the full audit verifies the target or the budget runs out (the pass budget grows, up to 4×, while the probe keeps
 falling: a leak carried by cluster membership falls slowly but steadily). (Scaling the closed-form move by a

@@ -50,8 +50,14 @@ def validation_ranking(model: Recommender | None, split: Split | None, device: t
             scorer = model.scorer(table.to(model.device))
             return evaluate_full(scorer, split, "valid", ks=(20,), device=model.device)["NDCG@20"]
 
-    original = ndcg(model.user_table())
-    return (lambda table: ndcg(table) / original) if original > 0 else None
+    original: list[float] = []  # the model's own, measured at the first call only (most searches never ask)
+
+    def kept(table: torch.Tensor) -> float:
+        if not original:
+            original.append(ndcg(model.user_table()))
+        return ndcg(table) / original[0] if original[0] > 0 else 1.0
+
+    return kept
 
 
 def stage_seed(seed: int, stage: str) -> int:
