@@ -261,6 +261,34 @@ def test_same_seed_same_table(demo_bpr, demo_labels, device):
     assert not torch.equal(first, table)
 
 
+def test_a_target_driven_search_gives_the_same_table_however_slow_the_machine(monkeypatch):
+    """No time cap by default: a clock that jumps 1,000 s at every reading (a machine a thousand times busier) leaves
+    the search, its table and its verdict as they were. A cap set by the user is honoured and said: it stops the
+    search, and the result says the time cap ran out."""
+    from core.unlearning.attribute import d2d
+
+    table, labels = planted_population(600, dim=8, strength=1.5, seed=3, signals=("mean",))
+    original, labels = torch.as_tensor(table), {"planted": labels}
+    calm = make_unlearner("d2d_r", tries=1, steps=20).fit_transform(original, labels)
+
+    class Busy:
+        """A clock that moves 1,000 s between two readings."""
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.now += 1000.0
+            return cls.now
+
+    monkeypatch.setattr(d2d, "time", Busy)
+    busy = make_unlearner("d2d_r", tries=1, steps=20).fit_transform(original, labels)
+    assert busy.details["reached"] and calm.details["reached"] and not busy.details["time_capped"]
+    assert torch.equal(busy.table, calm.table) and busy.details["after"] == calm.details["after"]
+    capped = make_unlearner("d2d_r", tries=1, steps=20, max_seconds=900).fit_transform(original, labels)
+    assert capped.details["time_capped"] and not capped.details["reached"]
+    assert any("the time cap ran out (max_seconds = 900" in line for line in capped.details["log"])
+
+
 # ------------------------------------------------------------------------------------------- the issue's targets
 
 
@@ -765,11 +793,11 @@ def test_sequential_d2d_on_one_attribute_is_d2d_r_with_no_second_audit(monkeypat
 
     table, planted = planted_population(1000, dim=8, strength=1.5, seed=2, signals=("mean",))
     labels = {"planted": planted}
-    single = make_unlearner("d2d_r", max_seconds=120).fit_transform(torch.as_tensor(table), labels)
+    single = make_unlearner("d2d_r").fit_transform(torch.as_tensor(table), labels)
     starts = []
     real_start = target.TargetSearch.start
     monkeypatch.setattr(target.TargetSearch, "start", lambda self, *a: starts.append(1) or real_start(self, *a))
-    sequential = make_unlearner("sequential_d2d", max_seconds=120).fit_transform(torch.as_tensor(table), labels)
+    sequential = make_unlearner("sequential_d2d").fit_transform(torch.as_tensor(table), labels)
     assert torch.equal(single.table, sequential.table)
     assert sequential.details["reached"] == single.details["reached"] and sequential.notes.endswith(single.notes)
     assert "per_attribute" not in sequential.details and len(starts) == 1
