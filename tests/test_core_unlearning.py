@@ -287,6 +287,7 @@ def test_a_target_driven_search_gives_the_same_table_however_slow_the_machine(mo
     capped = make_unlearner("d2d_r", tries=1, steps=20, max_seconds=900).fit_transform(original, labels)
     assert capped.details["time_capped"] and not capped.details["reached"]
     assert any("the time cap ran out (max_seconds = 900" in line for line in capped.details["log"])
+    assert "The time cap ran out" in capped.notes and "time cap" not in busy.notes
 
 
 # ------------------------------------------------------------------------------------------- the targets

@@ -188,6 +188,9 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
         after = max((abs(g) for g in details["after"].values()), default=0.0)
         if (caution := small_population_caution(groups, config.target_gap, after)) is not None:
             note = f"{note} {caution}"
+        if capped:
+            note = (f"{note} The time cap ran out (max_seconds = {config.max_seconds:g} per attribute); without one "
+                    f"the search goes on to the end of its tries and pass budget.")
     details.update({"refinement_passes": passes, "final_alpha": alpha, "tries": tries, "time_capped": capped,
                     "seconds_searching": time.perf_counter() - began})
     return table, history, {"notes": note, "details": details}
