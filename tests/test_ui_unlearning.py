@@ -23,6 +23,8 @@ def test_defaults_target_and_multi_attribute_preselection():
     # the target is set once for every method that has one, not per method
     assert not [w for w in at.slider if w.key and w.key.endswith("_target_gap")]
     assert any(c.value.startswith("Aims at the target set above: |AUC − 0.5| ≤ 0.050") for c in at.caption)
+    # no time cap by default, and a box to type one in (a 0-36,000 s slider cannot be set to a chosen value)
+    assert at.number_input(key="unlearn_d2d_r_max_seconds").value == 0.0
     at.multiselect(key="unlearn_attributes").set_value(["gender", "age"])
     at.run()
     assert not at.exception

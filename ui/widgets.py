@@ -121,6 +121,9 @@ def attacker_picker(prefix: str, container=st) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- methods
 
 
+WIDEST_SLIDER = 1000.0  # a linear float range wider than this gets a number box (seconds up to hours, say)
+
+
 def _log_grid(low: float, high: float, default: float) -> list[float]:
     """1-2-5 steps per decade between low and high, with the default included."""
     values = {float(f"{m * 10.0 ** e:.6g}") for e in range(-6, 7) for m in (1, 2, 5)}
@@ -145,7 +148,8 @@ def hyperparameter_widgets(name: str, prefix: str, fixed: Mapping[str, object] |
                                            help=hp.help)
         elif hp.kind is bool:
             params[hp.name] = st.checkbox(hp.name, value=hp.default, key=key, help=hp.help)
-        elif numbers_as_inputs and hp.kind is float:
+        elif hp.kind is float and (numbers_as_inputs or (hp.high is not None and not hp.log
+                                                         and hp.high - (hp.low or 0.0) > WIDEST_SLIDER)):
             params[hp.name] = st.number_input(hp.name, float(hp.low or 0.0), float(hp.high or 1e6), float(hp.default),
                                               format="%g", key=key, help=hp.help)
         elif numbers_as_inputs:
