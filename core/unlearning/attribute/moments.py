@@ -35,12 +35,11 @@ def gaussian_transport(source_cov: torch.Tensor, target_cov: torch.Tensor) -> to
     return inverse_root @ middle_root @ inverse_root
 
 
-def _moments(x: torch.Tensor, members: torch.Tensor, pooled_cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of the rows `members`. A group with fewer than 2·d users has its covariance shrunk towards
-    the pooled one by d/(n + d), so a dozen users in 64 dimensions get a usable estimate; larger groups are not
-    shrunk, since shrinking the targets moves every group closer than chance and mirrors (a non-linear attacker
+def _moments(rows: torch.Tensor, pooled_cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of a group's `rows` (float64). A group with fewer than 2·d users has its covariance shrunk
+    towards the pooled one by d/(n + d), so a dozen users in 64 dimensions get a usable estimate; larger groups are
+    not shrunk, since shrinking the targets moves every group closer than chance and mirrors (a non-linear attacker
     then reads AUC ≈ 0.4 on MovieLens-100K gender)."""
-    rows = x[members]
     n, d = rows.shape
     mean = rows.mean(0)
     centred = rows - mean
@@ -49,10 +48,24 @@ def _moments(x: torch.Tensor, members: torch.Tensor, pooled_cov: torch.Tensor) -
     return mean, (1 - shrink) * cov + shrink * pooled_cov
 
 
-def _pooled_cov(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    pooled = x[codes >= 0]
-    centred = pooled - pooled.mean(0)
-    return centred.T @ centred / max(len(pooled) - 1, 1)
+POOLED_CHUNK = 65_536  # rows read at a time for the pooled moments (memory ~ chunk × d in float64)
+
+
+def _pooled_moments(x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 mean and covariance of the labelled rows (codes ≥ 0), accumulated in chunks about a pilot mean: no
+    float64 copy of the table (a million users × 64 would be 0.5 GB, twice)."""
+    labelled = (codes >= 0).nonzero().squeeze(1)
+    pilot = x[labelled[:POOLED_CHUNK]].double().mean(0)
+    d = x.shape[1]
+    total = torch.zeros(d, dtype=torch.float64, device=x.device)
+    outer = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    for part in labelled.split(POOLED_CHUNK):
+        rows = x[part].double() - pilot
+        total += rows.sum(0)
+        outer += rows.T @ rows
+    n = len(labelled)
+    shift = total / n
+    return pilot + shift, (outer - n * torch.outer(shift, shift)) / max(n - 1, 1)
 
 
 GroupMoments = list[tuple[torch.Tensor, torch.Tensor] | None]  # per class: (mean, covariance), None if empty
@@ -72,11 +85,9 @@ def random_group_moments(x: torch.Tensor, codes: torch.Tensor, n_classes: int,
     (measured on a 1,000-user demo, gender, mean matching, ten seeds: MLP AUC 0.455 ± 0.015 with shuffled groups,
     0.499 ± 0.014 with the surrogate; logistic regression 0.477 → 0.491). The surrogate's groups have the
     chance-level spread of a shuffle without any user's own values in them."""
-    work = x.double()
     labelled = codes >= 0
-    d = work.shape[1]
-    pooled_mean = work[labelled].mean(0)
-    pooled_cov = _pooled_cov(work, codes)
+    d = x.shape[1]
+    pooled_mean, pooled_cov = _pooled_moments(x, codes)
     floor = 1e-12 * float(pooled_cov.diagonal().mean().clamp(min=1e-30))
     root, _ = _sqrt_and_inverse_sqrt(pooled_cov, floor)
     sizes = torch.bincount(codes[labelled], minlength=n_classes).tolist()
@@ -85,11 +96,11 @@ def random_group_moments(x: torch.Tensor, codes: torch.Tensor, n_classes: int,
         if n == 0:
             drawn.append(None)
             continue
-        total = torch.zeros(d, dtype=torch.float64, device=work.device)
-        outer = torch.zeros(d, d, dtype=torch.float64, device=work.device)
+        total = torch.zeros(d, dtype=torch.float64, device=x.device)
+        outer = torch.zeros(d, d, dtype=torch.float64, device=x.device)
         for start in range(0, n, SURROGATE_CHUNK):
             rows = torch.randn(min(SURROGATE_CHUNK, n - start), d, generator=generator, dtype=torch.float64)
-            rows = rows.to(work.device) @ root
+            rows = rows.to(x.device) @ root
             total += rows.sum(0)
             outer += rows.T @ rows
         mean = total / n
@@ -110,21 +121,23 @@ def random_group_moments(x: torch.Tensor, codes: torch.Tensor, n_classes: int,
 
 def match_groups(x: torch.Tensor, codes: torch.Tensor, targets: GroupMoments, covariance: bool = True
                  ) -> torch.Tensor:
-    """Move each group (codes == g; −1 = unlabelled, untouched) onto its target moments. Float64 inside."""
-    work = x.double()
-    out = work.clone()
-    pooled_cov = _pooled_cov(work, codes)
+    """Move each group (codes == g; −1 = unlabelled, untouched) onto its target moments. Float64 inside, one group's
+    rows at a time (memory ~ the largest group, not a float64 copy of the table)."""
+    out = x.clone()
+    _, pooled_cov = _pooled_moments(x, codes)
     for g, target in enumerate(targets):
         members = (codes == g).nonzero().squeeze(1)
         if len(members) == 0 or target is None:
             continue
         target_mean, target_cov = target
-        mean, cov = _moments(work, members, pooled_cov)
-        centred = work[members] - mean
+        rows = x[members].double()
+        mean, cov = _moments(rows, pooled_cov)
+        rows -= mean
         if covariance:
-            centred = centred @ gaussian_transport(cov, target_cov)
-        out[members] = target_mean + centred
-    return out.to(x.dtype)
+            rows = rows @ gaussian_transport(cov, target_cov)
+        out[members] = (target_mean + rows).to(x.dtype)
+        del rows
+    return out
 
 
 def moment_match(x: torch.Tensor, attribute_codes: list[tuple[torch.Tensor, int]], seed: int,
