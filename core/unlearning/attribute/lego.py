@@ -15,7 +15,7 @@ from ...data import AttributeLabels
 from ...models import Recommender
 from ...params import hp
 from ...progress import report, scaled
-from .base import group_codes, labels_digest, regulariser, table_digest, total_variance
+from .base import group_codes, labels_digest, table_digest, total_variance
 from .d2d import D2DR, d2d_optimise, target_driven
 from .mmd import represented_mmd, uses_derived
 from .moments import moment_match
@@ -123,7 +123,11 @@ class LegoStyle(D2DR):
         model_for_mmd = model if uses_derived(model, self.representations, original) else None
         calibration_seconds = time.perf_counter() - start
         groups = group_codes(labels, len(original), device)
-        stacked = torch.stack([offsets[n] for n in labels])  # A × N × d
+        parts = [offsets[n] for n in labels]  # A offsets of N × d, kept apart: a stacked copy is A·N·d more memory
+        # ‖Σ w_a Δ_a‖² per user, averaged over the users, is wᵀ G w with G the offsets' mean inner products: the
+        # regulariser is exact without forming the combined table at every step
+        flat = [p.reshape(-1) for p in parts]
+        gram = torch.stack([torch.stack([a @ b for b in flat]) for a in flat]) / len(original)
         scale = total_variance(original)
         raw_weights = torch.zeros(len(labels), device=device, requires_grad=True)  # w = softplus(raw)·c, w0 = 1
         optimizer = torch.optim.Adam([raw_weights], lr=0.05)
@@ -132,19 +136,26 @@ class LegoStyle(D2DR):
         history = []
         for step in range(self.combination_steps):
             weights = torch.nn.functional.softplus(raw_weights) / np.log(2.0)
-            table = original + (weights[:, None, None] * stacked).sum(0)
             batch = labelled
             if len(batch) > self.combination_users:
                 batch = batch[torch.randperm(len(batch), generator=generator)[: self.combination_users].to(batch.device)]
-            loss = represented_mmd(table, batch, [g.onehot[batch] for g in groups],
-                                   self.estimator == "null-corrected", model_for_mmd)
-            loss = loss + self.alpha * regulariser(table, original, scale)
+            onehots = [g.onehot[batch] for g in groups]
+            if model_for_mmd is None:  # the batch's rows only: memory ~ batch, not N (a million users, 3 attributes)
+                rows = original[batch] + sum(w * p[batch] for w, p in zip(weights, parts))
+                loss = represented_mmd(rows, torch.arange(len(batch), device=device), onehots,
+                                       self.estimator == "null-corrected")
+            else:  # derived views (LightGCN's propagation) mix every user's row: the whole table
+                table = original + sum(w * p for w, p in zip(weights, parts))
+                loss = represented_mmd(table, batch, onehots, self.estimator == "null-corrected", model_for_mmd)
+            loss = loss + self.alpha * (weights @ gram @ weights) / scale
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             history.append(float(loss.detach()))
         weights = (torch.nn.functional.softplus(raw_weights) / np.log(2.0)).detach()
-        combined = original + (weights[:, None, None] * stacked).sum(0)
+        combined = original.clone()
+        for w, p in zip(weights.tolist(), parts):
+            combined.add_(p, alpha=w)
         if self.joint_rounds and len(labels) > 1:
             combined = moment_match(combined, [(g.codes, g.n_classes) for g in groups], self.seed + 1,
                                     rounds=self.joint_rounds, covariance=self.closed_form == "mean+covariance")
