@@ -2,14 +2,15 @@
 
 Rows: MovieLens-100K × {BPR-MF, NeuMF, LightGCN} × {gender, age, occupation, all three}; ML-100K subsampled to
 300 users; the built-in demo (and its generator at other sizes: `--demo-users`); synthetic uploaded tables (no
-model) of 10,000 / 100,000 / 1,000,000 users × 64 with a weak and a strong planted attribute (`core.populations`).
+model) of 10,000 / 100,000 / 1,000,000 users × 64 with a weak and a strong planted attribute (`core.populations`),
+and with three planted attributes requested at once.
 Each row: the product's defaults (D2D-R for one attribute, LEGO-style for several, target |AUC − 0.5| ≤ 0.05), the
 worst |AUC − 0.5| before and after over every default attacker (MLP, XGBoost, logistic regression; 5-fold CV ×3,
 the audit's protocol) and every served representation, the verdict, NDCG@20 kept, seconds and peak memory (RSS, and
 CUDA's when on a GPU).
 
 Writes the "attribute_unlearning" section of bench/RESULTS.md.
-Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic subsample]
+Usage: python bench/attribute_unlearning.py [--device cpu|cuda] [--only ml100k demo synthetic several subsample]
        [--sizes 10000 100000 1000000] [--signals mean variance clusters] [--strengths weak strong]
        [--demo-users 1000 6000] [--demo-models bpr neumf lightgcn] [--demo-strength 1.5]
        [--method NAME] [--seed N] [--max-seconds S] [--requests gender age occupation all] [--section NAME]
@@ -32,7 +33,7 @@ from core.data import (
 from core.device import describe, get_device
 from core.metrics import evaluate_full
 from core.models import served_representations
-from core.populations import PLANTED_STRENGTHS, SIGNALS, planted_population
+from core.populations import PLANTED_STRENGTHS, SIGNALS, planted_attributes, planted_population
 from core.training import DEFAULT_LR, TrainConfig, train_model
 from core.unlearning.attribute import UNLEARNERS, make_unlearner
 
@@ -164,10 +165,29 @@ def synthetic_rows(device, sizes, signals=SIGNALS, strengths=tuple(PLANTED_STREN
     return rows
 
 
+def several_rows(device, sizes, strengths=tuple(PLANTED_STRENGTHS), method=None,
+                 max_seconds: float | None = None) -> list[dict]:
+    """Uploaded tables with three planted attributes (binary, ordinal, categorical: `planted_attributes`), all three
+    requested at once: LEGO-style by default, at sizes no real dataset here has."""
+    rows = []
+    for n in sizes:
+        for strength_name in strengths:
+            strength = PLANTED_STRENGTHS.get(strength_name) or float(strength_name)
+            table_, labels = planted_attributes(n, 64, strength, seed=n % 97)
+            name = f"synthetic {n:,} × 64, three attributes, " + (
+                strength_name if strength_name in PLANTED_STRENGTHS else f"strength {strength}")
+            rows.append(run_row(name, torch.as_tensor(table_), labels, None, None, device, method,
+                                max_seconds=max_seconds))
+            del table_
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None)
-    parser.add_argument("--only", nargs="*", default=["synthetic", "subsample", "demo", "ml100k"])
+    parser.add_argument("--only", nargs="*", default=["synthetic", "several", "subsample", "demo", "ml100k"],
+                        help="row groups: synthetic (one planted attribute), several (three planted attributes at "
+                        "once), subsample, demo, ml100k")
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--models", nargs="*", default=["bpr", "neumf", "lightgcn"])
     parser.add_argument("--demo-users", nargs="*", type=int, default=[1000],
@@ -218,6 +238,9 @@ def main() -> None:
         for n in args.sizes:
             record(synthetic_rows(device, [n], tuple(args.signals), tuple(args.strengths), args.method,
                                   args.max_seconds))
+    if "several" in args.only:
+        for n in args.sizes:
+            record(several_rows(device, [n], tuple(args.strengths), args.method, args.max_seconds))
     if "subsample" in args.only:
         record(subsample_rows(device, args.method))
     if "demo" in args.only:
