@@ -4,8 +4,9 @@ strengths), used by the benchmarks and the tests so that no default is tuned to 
 A population is N users × d dimensions of standard normal noise with a binary attribute planted three ways at
 once, each scaled by `strength`: a mean shift along one direction (what a linear attacker reads), a variance
 change along another (what only a non-linear attacker reads), and attribute-dependent membership of a few
-clusters (structure beyond the first two moments). Deterministic for a seed; generated in chunks, so a million
-users take a few seconds and 256 MB.
+clusters (structure beyond the first two moments). `planted_attributes` plants three attributes at once (the shape
+of gender, age and occupation), for multi-attribute requests. Deterministic for a seed; generated in chunks, so a
+million users take a few seconds and 256 MB.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def planted_population(n_users: int, dim: int = 64, strength: float = 1.0, seed:
     return table, labels
 
 
-SEVERAL = {"binary": 2, "ordinal": 4, "categorical": 6}  # the three planted attributes of `planted_attributes`
+SEVERAL = ("binary", "ordinal", "categorical")  # the three planted attributes of `planted_attributes`
 
 
 def planted_attributes(n_users: int, dim: int = 64, strength: float = 1.0, seed: int = 0, chunk: int = 200_000,
