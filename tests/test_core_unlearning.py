@@ -342,8 +342,7 @@ def test_d2d_r_reaches_the_target_on_a_large_uploaded_population():
 def test_lego_style_takes_three_planted_attributes_within_the_target_on_a_large_uploaded_table():
     """200,000 users × 64 with three attributes planted at once (binary, ordinal, categorical; AUC 0.74-0.80 for a
     linear attacker) and no model: LEGO-style's cached calibrations and fitted combination, at fixed strength (no
-    search), leave each within the target on a held-out sample. Its combination steps read only the sampled users'
-    rows, so the request costs memory of the offsets, not of one combined table per step."""
+    search), leave each within the target on a held-out sample, for a linear attacker."""
     table, labels = planted_attributes(200_000, strength=2.2, seed=3)
     sample = np.random.default_rng(0).choice(200_000, 20_000, replace=False)
 
