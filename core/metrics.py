@@ -138,13 +138,16 @@ def evaluate_sampled(
         if not clash.any():
             break
         negatives[clash] = rng.integers(0, split.n_items, int(clash.sum()))
+    # a user who has seen nearly every item may keep a few draws on seen items: those are not negatives and never
+    # count against the positive (the user is ranked against the unseen items there are)
+    valid = torch.as_tensor(~np.isin(users[:, None] * split.n_items + negatives, seen_keys))
     ranks = []
     for start in range(0, len(users), batch_size):
         batch = torch.as_tensor(users[start : start + batch_size], device=device)
         scores = scorer(batch)
         pos = scores.gather(1, torch.as_tensor(positives[start : start + batch_size, None], device=scores.device))
         neg = scores.gather(1, torch.as_tensor(negatives[start : start + batch_size], device=scores.device))
-        ranks.append((neg >= pos).sum(1).cpu())
+        ranks.append(((neg >= pos) & valid[start : start + batch_size].to(scores.device)).sum(1).cpu())
     rank = torch.cat(ranks).numpy() if ranks else np.zeros(0)
     per_user: dict[str, np.ndarray] = {}
     for k in ks:
