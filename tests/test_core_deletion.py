@@ -153,11 +153,12 @@ def test_do_nothing_equals_the_original_and_retrain_is_seen(nothing_report):
     original, retrain, do_nothing = nothing_report.rows
     assert do_nothing.accuracy == original.accuracy
     assert do_nothing.completeness == original.completeness
-    # the measure sees deletion at all: Retrain never trained on the forgotten pairs
-    auc = "forgotten-vs-retained AUC"
-    assert retrain.completeness[auc] > original.completeness[auc] + 0.1
-    assert retrain.completeness["forget HR@20"] < original.completeness["forget HR@20"]
-    assert retrain.completeness["MIA AUC"] < original.completeness["MIA AUC"]
+    # the measures see deletion at all: Retrain never trained on the forgotten pairs, and each measure alone sets
+    # it apart from the original by more than the verdict's tolerance (on the demo: 0.085, 0.098 and 0.083)
+    auc, tolerance = "forgotten-vs-retained AUC", Tolerance()
+    assert retrain.completeness[auc] > original.completeness[auc] + tolerance.auc
+    assert retrain.completeness["forget HR@20"] < original.completeness["forget HR@20"] - tolerance.hit_rate
+    assert retrain.completeness["MIA AUC"] < original.completeness["MIA AUC"] - tolerance.mia
     assert do_nothing.verdict == "under-forgets" and retrain.verdict == "reference"
     frame = nothing_report.to_frame()
     assert list(frame["method"]) == ["Original", "Retrain", "Do nothing"]
