@@ -131,8 +131,8 @@ def demo_items(n_users: int) -> int:
 
 def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: float = 1.0, seed=None) -> list[dict]:
     """The built-in demo (1,000 users) and, for the sizes in `users`, the same generator at other sizes, its
-    attribute effects times `strength`; BPR-MF as the app's first screen trains it (15 epochs), other models with
-    the training defaults."""
+    attribute effects times `strength`; every model as the app's Model page trains it (the training defaults:
+    early stopping on validation NDCG@20). Until 2026-12-07 BPR-MF here trained for 15 epochs only."""
     rows = []
     for n in users:
         effects = tuple(strength * e for e in DEMO_EFFECTS)
@@ -140,7 +140,7 @@ def demo_rows(device, method=None, users=(1000,), models=("bpr",), strength: flo
         split = split_per_user(dataset, seed=0)
         labels = {c: encode_attribute(dataset.attributes[c], c) for c in ATTRIBUTES}
         for kind in models:
-            config = TrainConfig(lr=5e-3, max_epochs=15) if kind == "bpr" else TrainConfig(lr=DEFAULT_LR[kind])
+            config = TrainConfig(lr=DEFAULT_LR[kind])
             model = train_model(kind, split, config, device=device).model
             name = ("demo" if n == 1000 else f"demo {n:,} users") + (f" ×{strength:g}" if strength != 1 else "")
             name += f" {kind}"
