@@ -612,11 +612,12 @@ DEMO_OCCUPATIONS = ("student", "technical", "creative", "service", "retired")
 # taste effects (standard deviations per latent dimension) of gender, age and occupation, over DEMO_TASTE_DIM
 # dimensions, with the attribute signal spread thin over many taste dimensions as in real data. The demo is shaped
 # after MovieLens-100K's observable statistics, none of them an unlearning result: a median of 64 interactions per
-# user (lognormal, as heavy-tailed as MovieLens), choices as predictable (BPR-MF NDCG@20 about 0.25 against
-# MovieLens-100K's 0.28) and as popularity-skewed (item Gini about 0.59 against 0.55); the effects then put a BPR-MF's
-# gender leak at best attacker AUC ≈ 0.77, in the middle of real data's 0.70-0.82. The earlier demo drew its choices
-# so noisily (NDCG@20 0.06) that the attributes were most of what a model could learn of a user, so removing gender
-# cost 4% of NDCG@20 where MovieLens loses 0.4% (measured: bench/RESULTS.md, "A demo shaped like MovieLens").
+# user (lognormal, as heavy-tailed as MovieLens), choices as predictable (BPR-MF NDCG@20 0.27 against MovieLens-100K's
+# 0.28, both with the training defaults) and as popularity-skewed (item Gini about 0.59 against 0.55); the effects
+# then put a BPR-MF's gender leak at best attacker AUC 0.77-0.79 (after 15 epochs; trained to early stopping), within
+# real data's 0.70-0.82. The earlier demo drew its choices so noisily (NDCG@20 0.06) that the attributes were most of
+# what a model could learn of a user, so removing gender cost 4% of NDCG@20 where MovieLens loses 0.4% (measured:
+# bench/RESULTS.md, "A demo shaped like MovieLens").
 DEMO_TASTE_DIM = 32
 DEMO_EFFECTS = (0.144, 0.12, 0.1056)
 DEMO_SHARPNESS = 2.0  # inverse temperature of the users' choices: logits × this before the Gumbel draw
