@@ -122,7 +122,8 @@ def evaluate_sampled(
 ) -> RankingResult:
     """The sampled protocol: one held-out positive per user ranked against `n_negatives` items the user never
     interacted with. Only for comparison with papers that use it; not comparable to full ranking. Ties count
-    against the positive (pessimistic), so a constant scorer cannot look good."""
+    against the positive (pessimistic), so a constant scorer cannot look good; a user who has seen every item is left
+    out of `n_users`."""
     device = device or torch.device("cpu")
     rng = np.random.default_rng(seed)
     targets = getattr(split, part)
@@ -133,14 +134,18 @@ def evaluate_sampled(
     everything = np.concatenate([split.train, split.valid, split.test])
     seen_keys = np.unique(everything[:, 0] * split.n_items + everything[:, 1])
     negatives = rng.integers(0, split.n_items, (len(users), n_negatives))
+    clash = np.isin(users[:, None] * split.n_items + negatives, seen_keys)
     for _ in range(100):  # resample collisions with seen items, vectorised
-        clash = np.isin(users[:, None] * split.n_items + negatives, seen_keys)
         if not clash.any():
             break
         negatives[clash] = rng.integers(0, split.n_items, int(clash.sum()))
+        clash = np.isin(users[:, None] * split.n_items + negatives, seen_keys)
     # a user who has seen nearly every item may keep a few draws on seen items: those are not negatives and never
-    # count against the positive (the user is ranked against the unseen items there are)
-    valid = torch.as_tensor(~np.isin(users[:, None] * split.n_items + negatives, seen_keys))
+    # count against the positive; a user who has seen every item has nothing to be ranked against and is left out
+    # (counting them as hits would let a constant scorer look good)
+    ranked = ~clash.all(1)
+    users, positives, negatives, clash = users[ranked], positives[ranked], negatives[ranked], clash[ranked]
+    valid = torch.as_tensor(~clash)
     ranks = []
     for start in range(0, len(users), batch_size):
         batch = torch.as_tensor(users[start : start + batch_size], device=device)

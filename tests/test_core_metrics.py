@@ -113,14 +113,17 @@ def test_sampled_protocol_is_pessimistic_about_ties_and_labelled():
 
 
 def test_sampled_protocol_never_counts_a_seen_item_as_a_negative():
-    """User 0 has seen every item, user 1 all but one: the draws that stay on seen items (the user's own held-out
-    items among them, which the oracle scores as high as the positive) must not count against the positive."""
+    """User 1 has seen all items but one, user 0 every item: the draws that stay on seen items (the user's own
+    held-out items among them, which the oracle scores as high as the positive) must not count against the
+    positive, and a user with nothing unseen is left out rather than counted as a hit."""
     empty = np.zeros(0, dtype=np.int64)
     dataset = InteractionDataset("full", np.arange(2), np.arange(4), empty, empty, pd.DataFrame(index=range(2)))
     train, valid = np.array([[0, 0], [1, 0]]), np.array([[0, 1], [1, 1]])
     test = np.array([[0, 2], [0, 3], [1, 2]])
     split = Split(dataset, train, valid, test, seed=0)
-    oracle = fixed_scorer([[0, 0, 1, 1], [0, 0, 1, 0]])
-    assert evaluate_sampled(oracle, split, ks=(1,))["HR@1"] == 1.0
+    oracle = evaluate_sampled(fixed_scorer([[0, 0, 1, 1], [0, 0, 1, 0]]), split, ks=(1,))
+    assert oracle["HR@1"] == 1.0 and oracle.n_users == 1
     # and a negative that is really unseen still counts: user 1's only unseen item (3) now outscores the positive
-    assert evaluate_sampled(fixed_scorer([[0, 0, 1, 1], [0, 0, 1, 2]]), split, ks=(1,))["HR@1"] == 0.5
+    assert evaluate_sampled(fixed_scorer([[0, 0, 1, 1], [0, 0, 1, 2]]), split, ks=(1,))["HR@1"] == 0.0
+    constant = lambda users: torch.zeros(len(users), 4)  # noqa: E731
+    assert evaluate_sampled(constant, split, ks=(1,))["HR@1"] == 0.0  # user 0 is not a free hit
