@@ -183,6 +183,54 @@ def test_row_adam_moves_only_the_batch_and_matches_adam_on_a_full_batch():
     assert moved[[3, 7]].all() and not moved[[i for i in range(50) if i not in (3, 7)]].any()
 
 
+@pytest.mark.parametrize("batch_users", [4096, 256])  # one dense Adam; per-row Adam over mini-batches
+def test_a_refinement_in_chunks_goes_on_where_the_last_chunk_stopped(batch_users):
+    """The target-driven refinement probes between chunks of passes; with the caller's holder each chunk goes on
+    with the same Adam state and mini-batch stream, so two chunks of 5 passes are one run of 10. Without it every
+    chunk starts Adam afresh (its first steps sign-like: each coordinate moved by the full step) and the path
+    differs."""
+    from core.unlearning.attribute.d2d import d2d_optimise
+
+    table, labels = planted_population(600, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", batch_users=batch_users, target_gap=0.0)
+    whole, _ = d2d_optimise(original, original, groups, config, None, None, steps=10)
+    holder = []
+    half, _ = d2d_optimise(original, original, groups, config, None, None, steps=5, descent=holder)
+    assert len(holder) == 1
+    chunked, _ = d2d_optimise(original, half, groups, config, None, None, steps=5, descent=holder)
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    restarted, _ = d2d_optimise(original, half, groups, config, None, None, steps=5)
+    assert not torch.allclose(restarted, whole, atol=1e-3)
+    # a start the holder's descent did not leave begins a new descent in it
+    other, _ = d2d_optimise(original, original + 0.1, groups, config, None, None, steps=1, descent=holder)
+    assert torch.equal(holder[0].table.detach(), other)
+
+
+@pytest.mark.parametrize("derived", [False, True])
+def test_the_search_keeps_one_descent_across_its_chunks_except_on_derived_views(monkeypatch, derived):
+    """Every chunk of one refinement gets the same holder (so the descent goes on), unless the MMD also matches a
+    view derived from the table (LightGCN's propagation), where each chunk restarts Adam."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    holders = []
+    monkeypatch.setattr(target, "measure_leakage", lambda *a, **k: target.Leakage({("user", "planted"): 0.2}, "cv"))
+    monkeypatch.setattr(d2d, "uses_derived", lambda *a: derived)
+    monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, descent=None, **k: (
+        holders.append(descent) or start + 0.01, [0.0] * steps))
+    groups = group_codes({"planted": labels}, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", steps=60, closed_form="off", tries=1)
+    d2d.target_driven(config, original, groups, {"planted": labels}, None, None, torch.device("cpu"))
+    assert len(holders) == 3
+    if derived:
+        assert all(h is None for h in holders)
+    else:
+        assert isinstance(holders[0], list) and all(h is holders[0] for h in holders)
+
+
 def test_leace_equalises_class_means_and_matches_the_concept_erasure_oracle():
     from concept_erasure import LeaceEraser
 
