@@ -731,6 +731,46 @@ def test_of_a_closed_form_and_its_refinement_both_let_in_the_one_that_ranks_bett
     assert not refined and torch.equal(returned, closed) and extra["details"]["reached"]
 
 
+@pytest.mark.parametrize("refined_keeps", [0.97, 0.90])
+def test_the_one_at_a_time_table_let_in_at_a_ranking_cost_is_refined_and_the_cheaper_returned(monkeypatch,
+                                                                                              refined_keeps):
+    """When the joint search misses and the attributes taken one at a time give a table let in that keeps less than
+    99% of the validation ranking, the refinement runs once from it and, of the two tables let in, the one that keeps
+    more is returned."""
+    from core.unlearning.attribute import d2d, target
+
+    table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
+    original = torch.as_tensor(table)
+    request = {"a": labels, "b": labels}
+    one_at_a_time_table = original + 1.0
+    stage = {"after the joint try": False}
+    starts = []
+
+    def measured(candidate, *a, **k):  # the joint try leaks; from the one-at-a-time stage on, within the target
+        gap = 0.02 if stage["after the joint try"] else 0.3
+        return target.Leakage({("user", "a"): gap, ("user", "b"): gap}, "cv", {("user", "a"): 0.01})
+
+    def one_at_a_time(config, original_, groups, labels_, model, search, *rest):
+        stage["after the joint try"] = True
+        assert search.verify(one_at_a_time_table, "one attribute at a time")
+        return one_at_a_time_table
+
+    monkeypatch.setattr(target, "measure_leakage", measured)
+    monkeypatch.setattr(d2d, "_one_at_a_time", one_at_a_time)
+    monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, **k: (
+        starts.append(start) or start + 0.01, [0.0] * steps))
+    kept = lambda candidate: 0.92 if torch.equal(candidate, one_at_a_time_table) else refined_keeps  # noqa: E731
+    groups = group_codes(request, len(original), torch.device("cpu"))
+    config = make_unlearner("d2d_r", closed_form="off", tries=1, steps=20)
+    returned, _, extra = d2d.target_driven(config, original, groups, request, None, None, torch.device("cpu"),
+                                           one_at_a_time=True, ranking=kept)
+    log = extra["details"]["log"]
+    assert extra["details"]["reached"] and torch.equal(starts[-1], one_at_a_time_table)  # refined once, from it
+    assert any(line.startswith("the one-at-a-time table: let in, but keeps 92.0%") for line in log)
+    expected = one_at_a_time_table + 0.01 if refined_keeps > 0.92 else one_at_a_time_table
+    assert torch.equal(returned, expected)
+
+
 def test_a_search_that_misses_starts_again_from_another_draw_until_one_reaches(monkeypatch):
     """The search's path depends on its random draw (closed-form targets, probe folds); one that misses is tried
     again from other draws, each probing and verifying on other folds, and the first verified table is returned."""
