@@ -736,7 +736,7 @@ def test_the_one_at_a_time_table_let_in_at_a_ranking_cost_is_refined_and_the_che
                                                                                               refined_keeps):
     """When the joint search misses and the attributes taken one at a time give a table let in that keeps less than
     99% of the validation ranking, the refinement runs once from it and, of the two tables let in, the one that keeps
-    more is returned."""
+    more is returned; the progress bar gives that refinement its own stretch after the stage's."""
     from core.unlearning.attribute import d2d, target
 
     table, labels = planted_population(300, dim=8, strength=1.0, seed=0, signals=("mean",))
@@ -750,22 +750,30 @@ def test_the_one_at_a_time_table_let_in_at_a_ranking_cost_is_refined_and_the_che
         gap = 0.02 if stage["after the joint try"] else 0.3
         return target.Leakage({("user", "a"): gap, ("user", "b"): gap}, "cv", {("user", "a"): 0.01})
 
-    def one_at_a_time(config, original_, groups, labels_, model, search, *rest):
+    def one_at_a_time(config, original_, groups, labels_, model, search, progress, *rest):
         stage["after the joint try"] = True
         assert search.verify(one_at_a_time_table, "one attribute at a time")
+        progress(1.0, "the last attribute")
         return one_at_a_time_table
+
+    def optimise(original_, start, groups, config, model, progress, steps=1, **k):
+        starts.append(start)
+        progress(1.0, "the chunk's last pass")
+        return start + 0.01, [0.0] * steps
 
     monkeypatch.setattr(target, "measure_leakage", measured)
     monkeypatch.setattr(d2d, "_one_at_a_time", one_at_a_time)
-    monkeypatch.setattr(d2d, "d2d_optimise", lambda original_, start, *a, steps=1, **k: (
-        starts.append(start) or start + 0.01, [0.0] * steps))
+    monkeypatch.setattr(d2d, "d2d_optimise", optimise)
     kept = lambda candidate: 0.92 if torch.equal(candidate, one_at_a_time_table) else refined_keeps  # noqa: E731
     groups = group_codes(request, len(original), torch.device("cpu"))
     config = make_unlearner("d2d_r", closed_form="off", tries=1, steps=20)
-    returned, _, extra = d2d.target_driven(config, original, groups, request, None, None, torch.device("cpu"),
+    bar: list[float] = []
+    returned, _, extra = d2d.target_driven(config, original, groups, request, None,
+                                           lambda fraction, message: bar.append(fraction), torch.device("cpu"),
                                            one_at_a_time=True, ranking=kept)
     log = extra["details"]["log"]
     assert extra["details"]["reached"] and torch.equal(starts[-1], one_at_a_time_table)  # refined once, from it
+    assert bar == sorted(bar) and bar[-1] == 1.0  # the refinement has its own stretch of the bar: it never steps back
     assert any(line.startswith("the one-at-a-time table: let in, but keeps 92.0%") for line in log)
     expected = one_at_a_time_table + 0.01 if refined_keeps > 0.92 else one_at_a_time_table
     assert torch.equal(returned, expected)

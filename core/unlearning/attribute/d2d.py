@@ -160,7 +160,8 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
     deadline = min(cap, deadline if deadline is not None else float("inf"))
     chosen, passes, alpha, tries = None, 0, config.alpha, 0
     sweep = one_at_a_time and len(groups) > 1
-    slot, slots = 0, config.tries + int(sweep)  # progress: each try and the one-at-a-time stage a slot
+    # progress: each try a slot; the one-at-a-time stage and the refinement from its table one each
+    slot, slots = 0, config.tries + 2 * int(sweep)
     while chosen is None and tries < config.tries and time.perf_counter() < deadline:
         seed = config.seed if tries == 0 else int(np.random.SeedSequence([config.seed, tries]).generate_state(1)[0])
         if tries:
@@ -183,17 +184,14 @@ def target_driven(config: D2DR, original: torch.Tensor, groups: list[GroupCodes]
                                     scaled(progress, slot / slots, (slot + 1) / slots, "one at a time: "), device,
                                     deadline, history)
             slot += 1
-            if chosen is not None and search.ranking is not None:
-                kept = search.ranking(chosen)
-                if kept < REFINE_BELOW:
-                    label = "the one-at-a-time table"
-                    admitted = (chosen, search.verified, kept, label)
-                    search.log.append(f"{label}: let in, but keeps {kept:.1%} of the validation NDCG@20: refined "
-                                      f"from, once, for a table let in that keeps more")
-                    refined, used, alpha = _refine(config, original, chosen, search.verified.worst, groups, model,
-                                                   search, progress, deadline, history)
-                    passes += used
-                    chosen = _the_cheaper(search, admitted, refined)
+            if chosen is not None and (kept := _costly(search, chosen)) is not None:
+                chosen, used, alpha = _refined_if_cheaper(
+                    config, original, (chosen, search.verified, kept, "the one-at-a-time table"),
+                    search.verified.worst, groups, model, search,
+                    scaled(progress, slot / slots, (slot + 1) / slots, "from the one-at-a-time table: "), deadline,
+                    history)
+                passes += used
+            slot += 1
     report(progress, 1.0, "done")
     capped = chosen is None and time.perf_counter() >= deadline
     if capped:
@@ -312,33 +310,49 @@ def _search_once(config: D2DR, original: torch.Tensor, groups: list[GroupCodes],
     # the refinement starts from the least leaking of the closed forms and the original itself: where a leak sits in
     # which mode (taste cluster) a user is in, moving a group's mean or covariance shifts its modes off the other
     # group's, and the start leaks more than the original did (10,000 synthetic users: 0.235 -> 0.297)
-    best_start, admitted = (search.before.worst, original, "the original table"), None
+    best_start = (search.before.worst, original, "the original table")
     for label, candidate, *kind in candidates:
         if candidate is None:
             report(progress, 0.05, label)
             candidate = replace(config, closed_form=kind[0])._closed_form(original, groups)
         leakage = search.probe(candidate, label)
         if search.within(leakage) and search.verify(candidate, label):
-            kept = search.ranking(candidate) if search.ranking is not None else None
-            if kept is None or kept >= REFINE_BELOW:
+            if (kept := _costly(search, candidate)) is None:
                 return candidate, 0, config.alpha
             # a closed form moves every user of a group alike, whatever it costs each one's ranking; the
             # refinement pulls users back towards θ* wherever the groups stay alike without them (the demo, gender,
             # seed 1: the covariance closed form let in at 91.6% of the test NDCG@20, a refinement from it 95.7%)
-            admitted = (candidate, search.verified, kept, label)
-            best_start = (leakage.worst, candidate, label)
-            search.log.append(f"{label}: let in, but keeps {kept:.1%} of the validation NDCG@20: refined from, "
-                              f"once, for a table let in that keeps more")
-            break
+            return _refined_if_cheaper(config, original, (candidate, search.verified, kept, label), leakage.worst,
+                                       groups, model, search, progress, deadline, history)
         if leakage.worst < best_start[0]:
             best_start = (leakage.worst, candidate, label)
-    if admitted is None:
-        search.log.append(f"the refinement starts from {best_start[2]}, the least leaking start")
-    chosen, passes, alpha = _refine(config, original, best_start[1], best_start[0], groups, model, search, progress,
-                                    deadline, history)
-    if admitted is not None:
-        return _the_cheaper(search, admitted, chosen), passes, alpha
-    return chosen, passes, alpha
+    search.log.append(f"the refinement starts from {best_start[2]}, the least leaking start")
+    return _refine(config, original, best_start[1], best_start[0], groups, model, search, progress, deadline,
+                   history)
+
+
+def _costly(search: TargetSearch, table: torch.Tensor) -> float | None:
+    """The share of the validation NDCG@20 that `table`, let in, keeps when it is below `REFINE_BELOW` (a ranking
+    cost worth one refinement); None when it keeps more or the search has no ranking to read."""
+    if search.ranking is None:
+        return None
+    kept = search.ranking(table)
+    return kept if kept < REFINE_BELOW else None
+
+
+def _refined_if_cheaper(config: D2DR, original: torch.Tensor, admitted: tuple, start_worst: float,
+                        groups: list[GroupCodes], model: Recommender | None, search: TargetSearch,
+                        progress: Progress | None, deadline: float,
+                        history: list[float]) -> tuple[torch.Tensor, int, float]:
+    """A table let in at a ranking cost (`admitted`: the table, its verified audit, the share kept, its label),
+    refined from once; of it and the refinement's table let in, the cheaper is returned (`_the_cheaper`), with the
+    passes run and the final weight."""
+    table, _, kept, label = admitted
+    search.log.append(f"{label}: let in, but keeps {kept:.1%} of the validation NDCG@20: refined from, once, for a "
+                      f"table let in that keeps more")
+    refined, passes, alpha = _refine(config, original, table, start_worst, groups, model, search, progress,
+                                     deadline, history)
+    return _the_cheaper(search, admitted, refined), passes, alpha
 
 
 def _refine(config: D2DR, original: torch.Tensor, table: torch.Tensor, start_worst: float,
